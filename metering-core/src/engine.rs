@@ -1,0 +1,482 @@
+//! The engine: decides each call in the order of the design and records it.
+//!
+//! authenticate (caller's job) -> tenant and plan (cached) -> tenant status ->
+//! entitlement -> every window -> credits -> one atomic commit in the hot store ->
+//! the ledger record.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::decision::{Decision, DenyReason};
+use crate::error::Error;
+use crate::event::{Event, TimeBounds, UsageEvent};
+use crate::ledger::{Appended, Grant, LedgerRecord, TimeBasis};
+use crate::limit::rebuilt_tat;
+use crate::plan::{Per, Plan, PlanId};
+use crate::policy::{Policy, PolicyCache};
+use crate::pricing::price;
+use crate::store::{Admission, Admitted, HotSnapshot, HotStore, RecordStore};
+use crate::tenant::{Period, Tenant, TenantId, TenantOverrides, TenantStatus};
+use crate::writer::{GroupCommit, LedgerWriter};
+
+/// A decided call whose ledger record is not written yet.
+///
+/// Returned by [`Engine::decide`]; give it back to [`Engine::settle`] (the server, which
+/// answers only once the record is durable) or [`Engine::settle_later`] (the layer).
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    event: Event,
+    admission: Admission,
+    decision: Decision,
+    replayed: bool,
+}
+
+impl Ticket {
+    /// The decision.
+    pub fn decision(&self) -> &Decision {
+        &self.decision
+    }
+
+    /// The checked event.
+    pub fn event(&self) -> &Event {
+        &self.event
+    }
+
+    /// Whether this is a replay of an earlier decision (nothing was charged now).
+    pub fn is_replay(&self) -> bool {
+        self.replayed
+    }
+}
+
+/// How a call ended, for [`Engine::settle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Outcome {
+    /// The HTTP status the metered service answered, if known.
+    pub status: Option<u16>,
+    /// Whether an admitted call stays charged (`false` gives back its windows and credits).
+    pub charge: bool,
+}
+
+impl Outcome {
+    /// The call is charged as decided.
+    pub const CHARGED: Outcome = Outcome { status: None, charge: true };
+}
+
+/// A tenant's credits in the current period.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Balance {
+    /// The plan's id.
+    pub plan: PlanId,
+    /// The current billing period.
+    pub period: Period,
+    /// The period's allowance.
+    pub allowance: u64,
+    /// Credits granted (negative: clawed back).
+    pub granted: i64,
+    /// Credits charged.
+    pub used: u64,
+    /// `allowance + granted - used`.
+    pub remaining: i64,
+}
+
+/// Builds an [`Engine`].
+pub struct EngineBuilder {
+    records: Arc<dyn RecordStore>,
+    hot: Arc<dyn HotStore>,
+    clock: Arc<dyn Clock>,
+    bounds: TimeBounds,
+    remember_for: Duration,
+    policy_ttl: Duration,
+    policy_capacity: usize,
+    group_commit: Option<GroupCommit>,
+}
+
+impl EngineBuilder {
+    /// Uses this clock instead of the system's.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How far event timestamps may be from now.
+    pub fn time_bounds(mut self, bounds: TimeBounds) -> Self {
+        self.bounds = bounds;
+        self
+    }
+
+    /// How long the hot store remembers an `event_id` (default 24 hours); after that the
+    /// ledger's unique key still refuses a duplicate.
+    pub fn remember_event_ids_for(mut self, d: Duration) -> Self {
+        self.remember_for = d;
+        self
+    }
+
+    /// How long a cached tenant policy is trusted when another instance may change it
+    /// (default 5 seconds; changes made through this engine apply at once).
+    pub fn policy_ttl(mut self, ttl: Duration) -> Self {
+        self.policy_ttl = ttl;
+        self
+    }
+
+    /// Writes the ledger through a group-commit writer (needs a tokio runtime).
+    pub fn group_commit(mut self, cfg: GroupCommit) -> Self {
+        self.group_commit = Some(cfg);
+        self
+    }
+
+    /// Builds the engine; fails only when group commit is asked for outside a runtime.
+    pub fn build(self) -> Result<Engine, Error> {
+        let writer = self.group_commit.map(|cfg| LedgerWriter::spawn(Arc::clone(&self.records), cfg)).transpose()?;
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                records: self.records,
+                hot: self.hot,
+                clock: self.clock,
+                bounds: self.bounds,
+                remember_for: self.remember_for,
+                policies: PolicyCache::new(self.policy_capacity, self.policy_ttl),
+                writer,
+            }),
+        })
+    }
+}
+
+/// The metering engine. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    records: Arc<dyn RecordStore>,
+    hot: Arc<dyn HotStore>,
+    clock: Arc<dyn Clock>,
+    bounds: TimeBounds,
+    remember_for: Duration,
+    policies: PolicyCache,
+    writer: Option<LedgerWriter>,
+}
+
+/// How many times a decision retries after loading a tenant's counters.
+const LOAD_ATTEMPTS: usize = 3;
+
+impl Engine {
+    /// Starts building an engine over these stores.
+    pub fn builder(records: Arc<dyn RecordStore>, hot: Arc<dyn HotStore>) -> EngineBuilder {
+        EngineBuilder {
+            records,
+            hot,
+            clock: Arc::new(SystemClock),
+            bounds: TimeBounds::default(),
+            remember_for: Duration::from_secs(24 * 3600),
+            policy_ttl: Duration::from_secs(5),
+            policy_capacity: 100_000,
+            group_commit: None,
+        }
+    }
+
+    /// The current time on the engine's clock.
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// The durable store.
+    pub fn records(&self) -> &Arc<dyn RecordStore> {
+        &self.inner.records
+    }
+
+    /// Decides and records a call; returns once the ledger record is durable.
+    pub async fn track(&self, event: UsageEvent) -> Result<Decision, Error> {
+        let ticket = self.decide(event).await?;
+        self.settle(ticket, Outcome::CHARGED).await
+    }
+
+    /// Decides a call and commits its counters; the ledger record is written by
+    /// [`settle`](Self::settle) or [`settle_later`](Self::settle_later).
+    pub async fn decide(&self, input: UsageEvent) -> Result<Ticket, Error> {
+        let now = self.now();
+        let mut event = input.validate_at(now, &self.inner.bounds)?;
+        let policy = self.policy(&event.tenant_id).await?;
+        if event.region.is_none() {
+            event.region.clone_from(&policy.tenant.region);
+        }
+        let admission = self.admission(&event, &policy, now);
+        for _ in 0..LOAD_ATTEMPTS {
+            match self.inner.hot.admit(&admission).await? {
+                Admitted::Decided(decision) => return Ok(Ticket { event, admission, decision, replayed: false }),
+                Admitted::Replayed(decision) => return Ok(Ticket { event, admission, decision, replayed: true }),
+                Admitted::Conflict => return Err(Error::IdempotencyConflict(event.event_id)),
+                Admitted::Unloaded => self.load_counters(&policy, now).await?,
+            }
+        }
+        Err(Error::Unavailable("hot store does not keep loaded counters".into()))
+    }
+
+    fn admission(&self, event: &Event, policy: &Policy, now: Timestamp) -> Admission {
+        let plan = &policy.plan;
+        let denial = if policy.tenant.status == TenantStatus::Suspended {
+            Some(DenyReason::TenantSuspended)
+        } else if event.premium && !plan.premium.allows(event.feature.as_deref()) {
+            Some(DenyReason::PremiumNotInPlan)
+        } else {
+            None
+        };
+        Admission {
+            tenant: event.tenant_id.clone(),
+            event_id: event.event_id.clone(),
+            fingerprint: event.fingerprint,
+            now,
+            at: event.timestamp,
+            denial,
+            limits: plan.limits.clone(),
+            cost: price(&plan.pricing, event),
+            period: policy.tenant.billing_anchor.period_containing(event.timestamp),
+            allowance: plan.monthly_credits,
+            overdraft: plan.overdraft,
+            remember_until: now.plus(self.inner.remember_for),
+        }
+    }
+
+    /// Writes the ticket's ledger record and waits until it is durable.
+    ///
+    /// With `outcome.charge == false` an admitted call gives back its windows and credits
+    /// and is recorded as not counted. A replayed ticket writes nothing.
+    pub async fn settle(&self, ticket: Ticket, outcome: Outcome) -> Result<Decision, Error> {
+        if ticket.replayed {
+            return Ok(ticket.decision);
+        }
+        let Ticket { admission, decision, .. } = &ticket;
+        let record = self.give_back_unless_charged(&ticket, outcome).await?;
+        let appended = match &self.inner.writer {
+            Some(w) => w.append(record).await,
+            None => self
+                .inner
+                .records
+                .append(std::slice::from_ref(&record))
+                .await
+                .map(|mut v| v.pop().unwrap_or(Appended::Inserted)),
+        };
+        match appended {
+            Ok(Appended::Inserted) => Ok(decision.clone()),
+            Ok(Appended::Duplicate(first)) => {
+                // The hot store had forgotten this event_id (restart, wipe or expiry):
+                // the ledger remembers, so undo this decision and answer the first one.
+                if record_counts(decision, outcome) {
+                    self.inner.hot.revert(admission).await?;
+                }
+                if first.event.fingerprint == admission.fingerprint {
+                    Ok(first.decision)
+                } else {
+                    Err(Error::IdempotencyConflict(admission.event_id.clone()))
+                }
+            }
+            Err(e) => {
+                if record_counts(decision, outcome) {
+                    self.inner.hot.revert(admission).await?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Queues the ticket's ledger record without waiting for it to be durable (the layer's
+    /// path: the response is not held up). Records still queued when the process dies
+    /// hard are lost; [`flush`](Self::flush) on shutdown writes them.
+    pub async fn settle_later(&self, ticket: Ticket, outcome: Outcome) -> Result<(), Error> {
+        match &self.inner.writer {
+            Some(w) if !ticket.replayed => {
+                let record = self.give_back_unless_charged(&ticket, outcome).await?;
+                w.submit(record).await
+            }
+            _ => self.settle(ticket, outcome).await.map(drop),
+        }
+    }
+
+    async fn give_back_unless_charged(&self, ticket: &Ticket, outcome: Outcome) -> Result<LedgerRecord, Error> {
+        let counted = record_counts(&ticket.decision, outcome);
+        if ticket.decision.allowed && !counted {
+            self.inner.hot.revert(&ticket.admission).await?;
+        }
+        Ok(LedgerRecord {
+            event: ticket.event.clone(),
+            decided_at: ticket.admission.now,
+            decision: ticket.decision.clone(),
+            status: outcome.status,
+            counted,
+        })
+    }
+
+    /// Waits until every queued ledger record is written.
+    pub async fn flush(&self) -> Result<(), Error> {
+        match &self.inner.writer {
+            Some(w) => w.flush().await,
+            None => Ok(()),
+        }
+    }
+
+    /// The tenant with its effective plan, from the cache or the records.
+    pub async fn policy(&self, tenant: &TenantId) -> Result<Arc<Policy>, Error> {
+        let now = self.now();
+        if let Some(p) = self.inner.policies.get(tenant, now) {
+            return Ok(p);
+        }
+        let t = self.inner.records.tenant(tenant).await?.ok_or_else(|| Error::UnknownTenant(tenant.clone()))?;
+        let plan = self.inner.records.plan(&t.plan).await?.ok_or_else(|| Error::UnknownPlan(t.plan.clone()))?;
+        let plan = t.overrides.apply(&plan)?;
+        let policy = Arc::new(Policy { tenant: t, plan });
+        self.inner.policies.insert(Arc::clone(&policy), now);
+        Ok(policy)
+    }
+
+    /// Computes a tenant's counters from the ledger and loads them into the hot store.
+    ///
+    /// It covers every window and period an acceptable event can fall in, so once loaded
+    /// a missing counter in the hot store truly means zero.
+    async fn load_counters(&self, policy: &Policy, now: Timestamp) -> Result<(), Error> {
+        let tenant = &policy.tenant.id;
+        let records = &self.inner.records;
+        let (oldest, newest) = (now.minus(self.inner.bounds.max_age), now.plus(self.inner.bounds.max_ahead));
+        let mut snapshot = HotSnapshot::default();
+        for per in [Per::Day, Per::Month] {
+            let mut windows = vec![per.window_containing(oldest)];
+            let mut end = windows[0].1;
+            while end <= newest {
+                windows.push(per.window_containing(end));
+                end = per.window_containing(end).1;
+            }
+            for (start, end) in windows {
+                let calls = records.usage_totals(tenant, TimeBasis::Event, start, end).await?.calls;
+                snapshot.quotas.push((per, start, u32::try_from(calls).unwrap_or(u32::MAX)));
+            }
+        }
+        for limit in policy.plan.limits.iter().filter(|l| !l.per.is_calendar()) {
+            let window = limit.per.nominal();
+            let calls = records
+                .usage_totals(tenant, TimeBasis::Decided, now.minus(window), now.plus(Duration::from_micros(1)))
+                .await?
+                .calls;
+            if let Some(tat) = rebuilt_tat(*limit, calls, now) {
+                snapshot.smooth.push((limit.per, tat));
+            }
+        }
+        let anchor = policy.tenant.billing_anchor;
+        let mut periods = vec![anchor.period_containing(oldest)];
+        if periods[0].end <= newest {
+            periods.push(anchor.period_containing(newest));
+        }
+        for p in periods {
+            let used = records.usage_totals(tenant, TimeBasis::Event, p.start, p.end).await?.credits;
+            let granted = records.granted(tenant, p.start).await?;
+            snapshot.credits.push((p.start, used, granted));
+        }
+        self.inner.hot.load(tenant, snapshot).await
+    }
+
+    /// A tenant's credits in the current period.
+    pub async fn balance(&self, tenant: &TenantId) -> Result<Balance, Error> {
+        let now = self.now();
+        let policy = self.policy(tenant).await?;
+        let period = policy.tenant.billing_anchor.period_containing(now);
+        for _ in 0..LOAD_ATTEMPTS {
+            if let Some(c) = self.inner.hot.credits(tenant, period.start).await? {
+                let allowance = policy.plan.monthly_credits;
+                return Ok(Balance {
+                    plan: policy.tenant.plan.clone(),
+                    period,
+                    allowance,
+                    granted: c.granted,
+                    used: c.used,
+                    remaining: allowance as i64 + c.granted - c.used as i64,
+                });
+            }
+            self.load_counters(&policy, now).await?;
+        }
+        Err(Error::Unavailable("hot store does not keep loaded counters".into()))
+    }
+
+    /// Grants (positive) or claws back (negative) credits in the current period; never
+    /// below the plan's floor. Returns the new remaining balance.
+    pub async fn grant(&self, tenant: &TenantId, amount: i64, reason: &str) -> Result<i64, Error> {
+        let now = self.now();
+        let policy = self.policy(tenant).await?;
+        let period = policy.tenant.billing_anchor.period_containing(now);
+        let (allowance, overdraft) = (policy.plan.monthly_credits, policy.plan.overdraft);
+        for _ in 0..LOAD_ATTEMPTS {
+            if let Some(remaining) = self.inner.hot.grant(tenant, period, allowance, overdraft, amount).await? {
+                let grant = Grant { tenant_id: tenant.clone(), period, amount, reason: reason.to_owned(), at: now };
+                if let Err(e) = self.inner.records.add_grant(&grant).await {
+                    self.inner.hot.grant(tenant, period, allowance, u64::MAX / 4, -amount).await?;
+                    return Err(e);
+                }
+                return Ok(remaining);
+            }
+            self.load_counters(&policy, now).await?;
+        }
+        Err(Error::Unavailable("hot store does not keep loaded counters".into()))
+    }
+
+    /// Stores the seeded plans (`free`, `basic`, `pro`) that do not exist yet.
+    pub async fn seed_plans(&self) -> Result<(), Error> {
+        for plan in Plan::presets() {
+            if self.inner.records.plan(&plan.id).await?.is_none() {
+                self.inner.records.put_plan(&plan).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates or replaces a plan, validated; its tenants get it at once.
+    pub async fn put_plan(&self, plan: &Plan) -> Result<(), Error> {
+        plan.validate()?;
+        self.inner.records.put_plan(plan).await?;
+        self.inner.policies.clear();
+        Ok(())
+    }
+
+    /// Creates a tenant on an existing plan.
+    pub async fn create_tenant(&self, tenant: &Tenant) -> Result<(), Error> {
+        let plan =
+            self.inner.records.plan(&tenant.plan).await?.ok_or_else(|| Error::UnknownPlan(tenant.plan.clone()))?;
+        tenant.overrides.apply(&plan)?;
+        self.inner.records.insert_tenant(tenant).await
+    }
+
+    /// Changes a tenant; the change applies to its next call, and no counter is reset.
+    pub async fn update_tenant(&self, id: &TenantId, change: impl FnOnce(&mut Tenant)) -> Result<Tenant, Error> {
+        let mut tenant = self.inner.records.tenant(id).await?.ok_or_else(|| Error::UnknownTenant(id.clone()))?;
+        change(&mut tenant);
+        tenant.id = id.clone();
+        let plan =
+            self.inner.records.plan(&tenant.plan).await?.ok_or_else(|| Error::UnknownPlan(tenant.plan.clone()))?;
+        tenant.overrides.apply(&plan)?;
+        self.inner.records.update_tenant(&tenant).await?;
+        self.inner.policies.invalidate(id);
+        Ok(tenant)
+    }
+
+    /// Moves a tenant to another plan.
+    pub async fn set_plan(&self, id: &TenantId, plan: PlanId) -> Result<Tenant, Error> {
+        self.update_tenant(id, |t| t.plan = plan).await
+    }
+
+    /// Suspends or reactivates a tenant.
+    pub async fn set_status(&self, id: &TenantId, status: TenantStatus) -> Result<Tenant, Error> {
+        self.update_tenant(id, |t| t.status = status).await
+    }
+
+    /// Replaces a tenant's overrides.
+    pub async fn set_overrides(&self, id: &TenantId, overrides: TenantOverrides) -> Result<Tenant, Error> {
+        self.update_tenant(id, |t| t.overrides = overrides).await
+    }
+
+    /// Forgets every hot counter; they are rebuilt from the ledger on next use.
+    pub async fn clear_hot(&self) -> Result<(), Error> {
+        self.flush().await?;
+        self.inner.hot.clear().await
+    }
+}
+
+fn record_counts(decision: &Decision, outcome: Outcome) -> bool {
+    decision.allowed && outcome.charge
+}

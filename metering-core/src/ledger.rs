@@ -1,0 +1,120 @@
+//! The usage ledger: one append-only record per `(tenant, event_id)`, the source of truth
+//! from which balances and windows can always be recomputed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::decision::Decision;
+use crate::event::{Event, EventId, Method};
+use crate::tenant::{Period, TenantId};
+
+/// One decided call, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerRecord {
+    /// The checked event.
+    pub event: Event,
+    /// When the engine decided it (smooth windows are rebuilt from this).
+    pub decided_at: Timestamp,
+    /// The decision, returned again on a replay.
+    pub decision: Decision,
+    /// The HTTP status the metered service answered, when the layer saw it.
+    pub status: Option<u16>,
+    /// Whether the call occupies its windows and is charged: admitted, and not given
+    /// back afterwards (an upstream error the plan does not charge for).
+    pub counted: bool,
+}
+
+/// What appending one record did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// The record is stored.
+    Inserted,
+    /// A record with the same `(tenant, event_id)` was already stored; here it is.
+    Duplicate(Box<LedgerRecord>),
+}
+
+/// Which instant of a record a time range selects on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeBasis {
+    /// The event's own timestamp (calendar quotas, billing periods).
+    Event,
+    /// When it was decided (smooth windows).
+    Decided,
+}
+
+/// Counted calls and charged credits of admitted records in a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UsageTotals {
+    /// Admitted calls.
+    pub calls: u64,
+    /// Credits charged.
+    pub credits: u64,
+}
+
+/// Filters for reading the ledger, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerQuery {
+    /// The tenant, or every tenant.
+    pub tenant: Option<TenantId>,
+    /// Only this service.
+    pub service: Option<String>,
+    /// Only this endpoint.
+    pub endpoint: Option<String>,
+    /// Only this method.
+    pub method: Option<Method>,
+    /// Event timestamps at or after this.
+    pub from: Option<Timestamp>,
+    /// Event timestamps before this.
+    pub to: Option<Timestamp>,
+    /// Resume after this record, as `(timestamp, event_id)` of the last one seen.
+    pub before: Option<(Timestamp, EventId)>,
+    /// The most records to return (capped at 1,000).
+    pub limit: usize,
+}
+
+impl Default for LedgerQuery {
+    fn default() -> Self {
+        LedgerQuery {
+            tenant: None,
+            service: None,
+            endpoint: None,
+            method: None,
+            from: None,
+            to: None,
+            before: None,
+            limit: 100,
+        }
+    }
+}
+
+impl LedgerQuery {
+    /// The cap on one page.
+    pub const MAX_LIMIT: usize = 1_000;
+
+    /// Whether a record passes the filters (for backends that filter in memory).
+    pub fn matches(&self, r: &LedgerRecord) -> bool {
+        let e = &r.event;
+        self.tenant.as_ref().is_none_or(|t| *t == e.tenant_id)
+            && self.service.as_ref().is_none_or(|s| *s == e.service_name)
+            && self.endpoint.as_ref().is_none_or(|s| *s == e.endpoint)
+            && self.method.is_none_or(|m| m == e.method)
+            && self.from.is_none_or(|f| e.timestamp >= f)
+            && self.to.is_none_or(|t| e.timestamp < t)
+            && self.before.as_ref().is_none_or(|(ts, id)| (e.timestamp, &e.event_id) < (*ts, id))
+    }
+}
+
+/// A credit grant (positive) or claw-back (negative) for a tenant's period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The period it applies to.
+    pub period: Period,
+    /// Credits added (negative: removed).
+    pub amount: i64,
+    /// Why.
+    pub reason: String,
+    /// When.
+    pub at: Timestamp,
+}

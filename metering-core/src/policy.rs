@@ -1,0 +1,78 @@
+//! The policy cache: a tenant with its effective plan (plan + overrides), resolved once
+//! and reused until it changes here or its time to live runs out (for changes made by
+//! another instance).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+use crate::clock::Timestamp;
+use crate::plan::Plan;
+use crate::tenant::{Tenant, TenantId};
+
+/// A tenant and the plan that applies to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// The tenant record.
+    pub tenant: Tenant,
+    /// Its plan with its overrides applied.
+    pub plan: Plan,
+}
+
+const SHARDS: usize = 32;
+
+/// A bounded, sharded map from tenant to policy.
+pub(crate) struct PolicyCache {
+    shards: Box<[RwLock<HashMap<TenantId, (Arc<Policy>, Timestamp)>>]>,
+    per_shard: usize,
+    ttl: Duration,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl PolicyCache {
+    pub(crate) fn new(capacity: usize, ttl: Duration) -> Self {
+        PolicyCache {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            per_shard: capacity.div_ceil(SHARDS).max(1),
+            ttl,
+            hasher: Default::default(),
+        }
+    }
+
+    fn shard(&self, id: &TenantId) -> &RwLock<HashMap<TenantId, (Arc<Policy>, Timestamp)>> {
+        let mut h = self.hasher.build_hasher();
+        id.hash(&mut h);
+        &self.shards[h.finish() as usize % SHARDS]
+    }
+
+    /// The cached policy, if present and fresh at `now`.
+    pub(crate) fn get(&self, id: &TenantId, now: Timestamp) -> Option<Arc<Policy>> {
+        let shard = self.shard(id).read();
+        let (policy, loaded) = shard.get(id)?;
+        (now.since(*loaded) < self.ttl && *loaded <= now).then(|| Arc::clone(policy))
+    }
+
+    /// Caches a policy loaded at `now`; a full shard is emptied first (simple and bounded).
+    pub(crate) fn insert(&self, policy: Arc<Policy>, now: Timestamp) {
+        let mut shard = self.shard(&policy.tenant.id).write();
+        if shard.len() >= self.per_shard && !shard.contains_key(&policy.tenant.id) {
+            shard.clear();
+        }
+        shard.insert(policy.tenant.id.clone(), (policy, now));
+    }
+
+    /// Forgets one tenant.
+    pub(crate) fn invalidate(&self, id: &TenantId) {
+        self.shard(id).write().remove(id);
+    }
+
+    /// Forgets every tenant (after a plan changed).
+    pub(crate) fn clear(&self) {
+        for s in self.shards.iter() {
+            s.write().clear();
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Storage seams, split by role.
+//!
+//! - [`RecordStore`]: durable records, the source of truth: plans, tenants, users, API
+//!   keys, grants and the usage ledger. Backends: [`memory::MemoryRecords`] and, with the
+//!   `sqlite` feature, [`sqlite::SqliteRecords`].
+//! - [`HotStore`]: derived, rebuildable counters: windows, period balances, recently seen
+//!   `event_id`s. Backend: [`memory::MemoryHot`].
+//!
+//! A hot store answers one [`Admission`] with one atomic step: replay check, every
+//! window, credits, and the commit of all of them, or of none.
+
+#[cfg(feature = "memory")]
+pub mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::account::{ApiKey, User};
+use crate::clock::Timestamp;
+use crate::decision::{Decision, DenyReason};
+use crate::error::Error;
+use crate::event::EventId;
+use crate::ledger::{Appended, Grant, LedgerQuery, LedgerRecord, TimeBasis, UsageTotals};
+use crate::plan::{Limit, Per, Plan, PlanId};
+use crate::tenant::{Period, Tenant, TenantId};
+
+/// Durable records: the source of truth.
+#[async_trait]
+pub trait RecordStore: Send + Sync + 'static {
+    /// Creates or replaces a plan.
+    async fn put_plan(&self, plan: &Plan) -> Result<(), Error>;
+    /// A plan by id.
+    async fn plan(&self, id: &PlanId) -> Result<Option<Plan>, Error>;
+    /// Every plan, by id.
+    async fn plans(&self) -> Result<Vec<Plan>, Error>;
+
+    /// Creates a tenant; [`Error::AlreadyExists`] if the id is taken.
+    async fn insert_tenant(&self, tenant: &Tenant) -> Result<(), Error>;
+    /// Replaces a tenant; [`Error::UnknownTenant`] if it does not exist.
+    async fn update_tenant(&self, tenant: &Tenant) -> Result<(), Error>;
+    /// A tenant by id.
+    async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, Error>;
+    /// Up to `limit` tenants with ids after `after`, by id.
+    async fn tenants(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Tenant>, Error>;
+
+    /// Creates a user; [`Error::AlreadyExists`] if the e-mail or id is taken.
+    async fn insert_user(&self, user: &User) -> Result<(), Error>;
+    /// Replaces a user (matched by id).
+    async fn update_user(&self, user: &User) -> Result<(), Error>;
+    /// A user by lower-case e-mail.
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, Error>;
+    /// A user by id.
+    async fn user(&self, id: &str) -> Result<Option<User>, Error>;
+
+    /// Stores a new API key.
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), Error>;
+    /// An API key by the hash of its secret.
+    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, Error>;
+    /// The keys of a tenant (`None`: service keys).
+    async fn api_keys(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiKey>, Error>;
+    /// Marks a key revoked; `false` if no such key.
+    async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<bool, Error>;
+
+    /// Appends records in one transaction; a record whose `(tenant, event_id)` is already
+    /// stored is not written again and its stored twin is returned instead.
+    async fn append(&self, records: &[LedgerRecord]) -> Result<Vec<Appended>, Error>;
+    /// One record by key.
+    async fn record(&self, tenant: &TenantId, event_id: &EventId) -> Result<Option<LedgerRecord>, Error>;
+    /// Records matching a query, newest first.
+    async fn records(&self, query: &LedgerQuery) -> Result<Vec<LedgerRecord>, Error>;
+    /// Admitted calls and charged credits of a tenant in `[from, to)`.
+    async fn usage_totals(
+        &self,
+        tenant: &TenantId,
+        basis: TimeBasis,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<UsageTotals, Error>;
+    /// Deletes records whose event timestamp is before `before`; returns how many.
+    async fn prune(&self, before: Timestamp) -> Result<u64, Error>;
+
+    /// Stores a credit grant.
+    async fn add_grant(&self, grant: &Grant) -> Result<(), Error>;
+    /// The sum of a tenant's grants for the period starting at `period_start`.
+    async fn granted(&self, tenant: &TenantId, period_start: Timestamp) -> Result<i64, Error>;
+
+    /// Whether the store answers.
+    async fn ping(&self) -> Result<(), Error>;
+}
+
+/// One call to decide atomically in the hot store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The idempotency key.
+    pub event_id: EventId,
+    /// The event's content hash.
+    pub fingerprint: u64,
+    /// The decision time (smooth windows).
+    pub now: Timestamp,
+    /// The event time (calendar windows, billing period).
+    pub at: Timestamp,
+    /// A denial decided before the counters (suspended, premium); counters are only read.
+    pub denial: Option<DenyReason>,
+    /// The windows that must all admit the call.
+    pub limits: Vec<Limit>,
+    /// The call's price.
+    pub cost: u64,
+    /// The billing period the event falls in.
+    pub period: Period,
+    /// The period's allowance.
+    pub allowance: u64,
+    /// How far below zero the balance may go.
+    pub overdraft: u64,
+    /// How long the `event_id` is remembered for replays.
+    pub remember_until: Timestamp,
+}
+
+/// What a hot store did with an [`Admission`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admitted {
+    /// Decided now (and, when allowed, committed).
+    Decided(Decision),
+    /// Seen before with the same content: the first decision, nothing charged.
+    Replayed(Decision),
+    /// Seen before with different content.
+    Conflict,
+    /// The tenant's counters are not loaded; load a [`HotSnapshot`] and retry.
+    Unloaded,
+}
+
+/// A tenant's counters computed from the ledger, to load into an empty hot store.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HotSnapshot {
+    /// Admitted calls per calendar window `(per, window start, count)`.
+    pub quotas: Vec<(Per, Timestamp, u32)>,
+    /// GCRA state per smooth window.
+    pub smooth: Vec<(Per, Timestamp)>,
+    /// Credits per billing period `(period start, used, granted)`.
+    pub credits: Vec<(Timestamp, u64, i64)>,
+}
+
+/// A tenant's credits in one period, as the hot store holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PeriodCredits {
+    /// Credits charged.
+    pub used: u64,
+    /// Credits granted (negative: clawed back).
+    pub granted: i64,
+}
+
+/// Derived counters, rebuildable from the ledger.
+#[async_trait]
+pub trait HotStore: Send + Sync + 'static {
+    /// Decides an admission atomically: replay check, windows, credits, commit.
+    async fn admit(&self, admission: &Admission) -> Result<Admitted, Error>;
+    /// Takes back what an admitted call counted, and forgets its `event_id`.
+    async fn revert(&self, admission: &Admission) -> Result<(), Error>;
+    /// Loads a tenant's counters unless they are loaded already.
+    async fn load(&self, tenant: &TenantId, snapshot: HotSnapshot) -> Result<(), Error>;
+    /// Adds `amount` granted credits to a period if the balance stays at or above
+    /// `-overdraft`; returns the new remaining balance, `None` if the tenant is not
+    /// loaded, or [`Error::BelowFloor`].
+    async fn grant(
+        &self,
+        tenant: &TenantId,
+        period: Period,
+        allowance: u64,
+        overdraft: u64,
+        amount: i64,
+    ) -> Result<Option<i64>, Error>;
+    /// A tenant's credits in a period, `None` if the tenant is not loaded.
+    async fn credits(&self, tenant: &TenantId, period_start: Timestamp) -> Result<Option<PeriodCredits>, Error>;
+    /// Forgets every counter (they are rebuilt from the ledger on next use).
+    async fn clear(&self) -> Result<(), Error>;
+}

@@ -1,0 +1,1 @@
+//! Durable records in one SQLite file.

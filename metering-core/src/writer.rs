@@ -1,0 +1,117 @@
+//! Group commit: ledger records from many callers share one transaction.
+//!
+//! Callers hand records to a bounded queue; one background task takes whatever has
+//! queued up (at most `max_batch`), appends it in one [`RecordStore::append`], and tells
+//! each waiting caller its outcome. Under load many requests share one fsync; when idle a
+//! record is written at once. A full queue makes callers wait (backpressure), never grow.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::Error;
+use crate::ledger::{Appended, LedgerRecord};
+use crate::store::RecordStore;
+
+/// Sizes of the group-commit writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCommit {
+    /// Records that may wait in the queue.
+    pub queue: usize,
+    /// The most records in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        GroupCommit { queue: 16_384, max_batch: 1_024 }
+    }
+}
+
+type Ack = oneshot::Sender<Result<Appended, Error>>;
+
+enum Job {
+    Append(Box<LedgerRecord>, Option<Ack>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The handle to the background writer.
+#[derive(Clone)]
+pub(crate) struct LedgerWriter {
+    tx: mpsc::Sender<Job>,
+}
+
+impl LedgerWriter {
+    /// Starts the writer on the current tokio runtime.
+    pub(crate) fn spawn(store: Arc<dyn RecordStore>, cfg: GroupCommit) -> Result<Self, Error> {
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::Unavailable("group commit needs a tokio runtime".into()))?;
+        let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+        handle.spawn(run(store, rx, cfg.max_batch.max(1)));
+        Ok(LedgerWriter { tx })
+    }
+
+    /// Appends a record and waits until it is durable.
+    pub(crate) async fn append(&self, record: LedgerRecord) -> Result<Appended, Error> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Job::Append(Box::new(record), Some(ack))).await.map_err(|_| Error::ShuttingDown)?;
+        done.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Queues a record without waiting for it to be written.
+    pub(crate) async fn submit(&self, record: LedgerRecord) -> Result<(), Error> {
+        self.tx.send(Job::Append(Box::new(record), None)).await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Waits until everything queued before this call is written.
+    pub(crate) async fn flush(&self) -> Result<(), Error> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Job::Flush(ack)).await.map_err(|_| Error::ShuttingDown)?;
+        done.await.map_err(|_| Error::ShuttingDown)
+    }
+}
+
+async fn run(store: Arc<dyn RecordStore>, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+    let mut jobs = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut jobs, max_batch).await > 0 {
+        let mut records = Vec::with_capacity(jobs.len());
+        let mut acks = Vec::with_capacity(jobs.len());
+        let mut flushes = Vec::new();
+        for job in jobs.drain(..) {
+            match job {
+                Job::Append(r, ack) => {
+                    records.push(*r);
+                    acks.push(ack);
+                }
+                Job::Flush(ack) => flushes.push(ack),
+            }
+        }
+        if !records.is_empty() {
+            match store.append(&records).await {
+                Ok(outcomes) => {
+                    for (ack, outcome) in acks.into_iter().zip(outcomes) {
+                        if let Some(ack) = ack {
+                            let _ = ack.send(Ok(outcome));
+                        }
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    let mut lost = 0usize;
+                    for ack in acks {
+                        match ack {
+                            Some(ack) => drop(ack.send(Err(Error::Unavailable(message.clone())))),
+                            None => lost += 1,
+                        }
+                    }
+                    if lost > 0 {
+                        tracing::error!(lost, error = %message, "ledger batch failed; unacknowledged records lost");
+                    }
+                }
+            }
+        }
+        for f in flushes {
+            let _ = f.send(());
+        }
+    }
+}
