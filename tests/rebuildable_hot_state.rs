@@ -1,0 +1,102 @@
+//! Promise 6, rebuildable hot state: after a restart or a wipe of the hot counters,
+//! windows and balances are what the ledger says; time moves on a manual clock.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Backend, engine, engine_over, plan, tenant_on};
+use metering::core::store::memory::MemoryHot;
+use metering::core::{Limit, Per};
+use metering::{DenyReason, Engine, Plan, UsageEvent};
+
+fn call() -> UsageEvent {
+    UsageEvent::new("acme", "svc", "/x", "GET").with_credits(2)
+}
+
+async fn restart(engine: &Engine, backend: &Backend, clock: &metering::ManualClock) -> Engine {
+    engine.flush().await.unwrap();
+    let records = match backend {
+        Backend::Memory => Arc::clone(engine.records()),
+        Backend::Sqlite(_) => backend.records(),
+    };
+    engine_over(records, Arc::new(MemoryHot::new()), clock).await
+}
+
+#[tokio::test]
+async fn a_restart_gives_back_windows_and_balances_from_the_ledger() {
+    for backend in Backend::all() {
+        let (engine, clock) = engine(&backend).await;
+        let acme = tenant_on(&engine, "acme", Plan::free()).await;
+        for _ in 0..7 {
+            assert!(engine.track(call()).await.unwrap().allowed);
+        }
+        engine.grant(&acme, 3, "goodwill").await.unwrap();
+        let before = engine.balance(&acme).await.unwrap();
+
+        let engine = restart(&engine, &backend, &clock).await;
+        assert_eq!(engine.balance(&acme).await.unwrap(), before, "{backend:?}");
+        for _ in 0..3 {
+            assert!(engine.track(call()).await.unwrap().allowed, "{backend:?}");
+        }
+        assert_eq!(engine.track(call()).await.unwrap().reason, Some(DenyReason::RateLimited), "{backend:?}");
+        assert_eq!(engine.balance(&acme).await.unwrap().remaining, 100 + 3 - 20, "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_wiped_hot_store_never_hands_out_a_fresh_quota() {
+    for backend in Backend::all() {
+        let (engine, _clock) = engine(&backend).await;
+        let p = plan("p", 100)
+            .with_limit(Limit::new(5, Per::Second).unwrap().max, Per::Second)
+            .with_limit(Limit::new(8, Per::Day).unwrap().max, Per::Day);
+        let acme = tenant_on(&engine, "acme", p).await;
+        for _ in 0..5 {
+            assert!(engine.track(call()).await.unwrap().allowed);
+        }
+        engine.clear_hot().await.unwrap();
+        let d = engine.track(call()).await.unwrap();
+        assert_eq!(d.reason, Some(DenyReason::RateLimited), "{backend:?}: the burst is still spent");
+        assert_eq!(engine.balance(&acme).await.unwrap().used, 10, "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn days_and_months_roll_over_on_the_clock() {
+    let backend = Backend::Memory;
+    let (engine, clock) = engine(&backend).await;
+    let acme = tenant_on(&engine, "acme", Plan::free()).await;
+    let mut allowed = 0;
+    // March 14 to 30, twelve calls a day: ten a day pass until the 100 credits run out.
+    for _ in 0..17 {
+        for _ in 0..12 {
+            allowed += usize::from(engine.track(call()).await.unwrap().allowed);
+        }
+        clock.advance(Duration::from_secs(86_400));
+    }
+    assert_eq!(allowed, 50, "100 credits at 2 per call");
+    assert_eq!(engine.balance(&acme).await.unwrap().remaining, 0);
+    assert!(!engine.track(call()).await.unwrap().allowed, "March 31: still no credits");
+    clock.advance(Duration::from_secs(86_400));
+    assert_eq!(engine.balance(&acme).await.unwrap().period.start.to_string(), "2026-04-01T00:00:00Z");
+    assert_eq!(engine.balance(&acme).await.unwrap().remaining, 100, "a new month, a new allowance");
+
+    let engine = restart(&engine, &backend, &clock).await;
+    assert_eq!(engine.balance(&acme).await.unwrap().remaining, 100);
+}
+
+#[tokio::test]
+async fn a_late_event_counts_in_its_own_day() {
+    let (engine, clock) = engine(&Backend::Memory).await;
+    tenant_on(&engine, "acme", Plan::free()).await;
+    let yesterday = engine.now();
+    clock.advance(Duration::from_secs(86_400));
+    for _ in 0..10 {
+        assert!(engine.track(call()).await.unwrap().allowed);
+    }
+    let mut late = call();
+    late.timestamp = Some(yesterday);
+    assert!(engine.track(late).await.unwrap().allowed, "yesterday's window still had room");
+}
