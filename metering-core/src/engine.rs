@@ -229,7 +229,7 @@ impl Engine {
             now,
             at: event.timestamp,
             denial,
-            limits: plan.limits.clone(),
+            limits: Arc::clone(&policy.limits),
             cost: price(&plan.pricing, event),
             period: policy.tenant.billing_anchor.period_containing(event.timestamp),
             allowance: plan.monthly_credits,
@@ -246,8 +246,8 @@ impl Engine {
         if ticket.replayed {
             return Ok(ticket.decision);
         }
-        let Ticket { admission, decision, .. } = &ticket;
-        let record = self.give_back_unless_charged(&ticket, outcome).await?;
+        let (record, admission) = self.into_record(ticket, outcome).await?;
+        let (decision, counted) = (record.decision.clone(), record.counted);
         let appended = match &self.inner.writer {
             Some(w) => w.append(record).await,
             None => self
@@ -258,22 +258,22 @@ impl Engine {
                 .map(|mut v| v.pop().unwrap_or(Appended::Inserted)),
         };
         match appended {
-            Ok(Appended::Inserted) => Ok(decision.clone()),
+            Ok(Appended::Inserted) => Ok(decision),
             Ok(Appended::Duplicate(first)) => {
                 // The hot store had forgotten this event_id (restart, wipe or expiry):
                 // the ledger remembers, so undo this decision and answer the first one.
-                if record_counts(decision, outcome) {
-                    self.inner.hot.revert(admission).await?;
+                if counted {
+                    self.inner.hot.revert(&admission).await?;
                 }
                 if first.event.fingerprint == admission.fingerprint {
                     Ok(first.decision)
                 } else {
-                    Err(Error::IdempotencyConflict(admission.event_id.clone()))
+                    Err(Error::IdempotencyConflict(admission.event_id))
                 }
             }
             Err(e) => {
-                if record_counts(decision, outcome) {
-                    self.inner.hot.revert(admission).await?;
+                if counted {
+                    self.inner.hot.revert(&admission).await?;
                 }
                 Err(e)
             }
@@ -286,25 +286,28 @@ impl Engine {
     pub async fn settle_later(&self, ticket: Ticket, outcome: Outcome) -> Result<(), Error> {
         match &self.inner.writer {
             Some(w) if !ticket.replayed => {
-                let record = self.give_back_unless_charged(&ticket, outcome).await?;
+                let (record, _) = self.into_record(ticket, outcome).await?;
                 w.submit(record).await
             }
             _ => self.settle(ticket, outcome).await.map(drop),
         }
     }
 
-    async fn give_back_unless_charged(&self, ticket: &Ticket, outcome: Outcome) -> Result<LedgerRecord, Error> {
-        let counted = record_counts(&ticket.decision, outcome);
+    /// The ticket's ledger record; an admitted call that is not charged gives back its
+    /// counts first.
+    async fn into_record(&self, ticket: Ticket, outcome: Outcome) -> Result<(LedgerRecord, Admission), Error> {
+        let counted = ticket.decision.allowed && outcome.charge;
         if ticket.decision.allowed && !counted {
             self.inner.hot.revert(&ticket.admission).await?;
         }
-        Ok(LedgerRecord {
-            event: ticket.event.clone(),
+        let record = LedgerRecord {
+            event: ticket.event,
             decided_at: ticket.admission.now,
-            decision: ticket.decision.clone(),
+            decision: ticket.decision,
             status: outcome.status,
             counted,
-        })
+        };
+        Ok((record, ticket.admission))
     }
 
     /// Waits until every queued ledger record is written.
@@ -324,7 +327,7 @@ impl Engine {
         let t = self.inner.records.tenant(tenant).await?.ok_or_else(|| Error::UnknownTenant(tenant.clone()))?;
         let plan = self.inner.records.plan(&t.plan).await?.ok_or_else(|| Error::UnknownPlan(t.plan.clone()))?;
         let plan = t.overrides.apply(&plan)?;
-        let policy = Arc::new(Policy { tenant: t, plan });
+        let policy = Arc::new(Policy::new(t, plan));
         self.inner.policies.insert(Arc::clone(&policy), now);
         Ok(policy)
     }
@@ -475,8 +478,4 @@ impl Engine {
         self.flush().await?;
         self.inner.hot.clear().await
     }
-}
-
-fn record_counts(decision: &Decision, outcome: Outcome) -> bool {
-    decision.allowed && outcome.charge
 }

@@ -18,6 +18,7 @@
 use std::fmt;
 use std::hash::Hasher;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -81,8 +82,8 @@ impl fmt::Display for Method {
 
 /// An event's idempotency key, unique per tenant.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct EventId(String);
+#[serde(try_from = "String", into = "String")]
+pub struct EventId(Arc<str>);
 
 impl EventId {
     /// Validates a caller-chosen key.
@@ -97,19 +98,33 @@ impl EventId {
         if !id.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(FieldError::new("event_id", FieldProblem::BadCharacter));
         }
-        Ok(EventId(id))
+        Ok(EventId(id.into()))
     }
 
     /// A fresh time-ordered key (UUIDv7) for an instant.
     pub fn generate(at: Timestamp) -> Self {
         let micros = at.as_micros().max(0) as u64;
         let ts = uuid::Timestamp::from_unix(uuid::NoContext, micros / 1_000_000, ((micros % 1_000_000) * 1000) as u32);
-        EventId(uuid::Uuid::new_v7(ts).to_string())
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        EventId(Arc::from(&*uuid::Uuid::new_v7(ts).hyphenated().encode_lower(&mut buf)))
     }
 
     /// The key as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl TryFrom<String> for EventId {
+    type Error = FieldError;
+    fn try_from(s: String) -> Result<Self, FieldError> {
+        EventId::new(s)
+    }
+}
+
+impl From<EventId> for String {
+    fn from(id: EventId) -> String {
+        id.0.to_string()
     }
 }
 
@@ -209,8 +224,8 @@ impl UsageEvent {
     /// Checks every field against the documented limits, with `now` for the time bounds.
     pub fn validate_at(self, now: Timestamp, bounds: &TimeBounds) -> Result<Event, FieldError> {
         let tenant_id = TenantId::new(self.tenant_id)?;
-        let service_name = check_text(&self.service_name, 128).map_err(|p| FieldError::new("service_name", p))?;
-        let endpoint = check_text(&self.endpoint, 512).map_err(|p| FieldError::new("endpoint", p))?;
+        check_text(&self.service_name, 128).map_err(|p| FieldError::new("service_name", p))?;
+        check_text(&self.endpoint, 512).map_err(|p| FieldError::new("endpoint", p))?;
         let method: Method = self.method.parse()?;
         let credits_used = match self.credits_used {
             None => 1,
@@ -241,8 +256,8 @@ impl UsageEvent {
         let mut event = Event {
             event_id: given_id.clone().unwrap_or_else(|| EventId::generate(timestamp)),
             tenant_id,
-            service_name: service_name.to_owned(),
-            endpoint: endpoint.to_owned(),
+            service_name: self.service_name,
+            endpoint: self.endpoint,
             method,
             credits_used,
             premium: self.premium,

@@ -3,14 +3,14 @@
 //! another instance).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
 
 use crate::clock::Timestamp;
-use crate::plan::Plan;
+use crate::plan::{Limit, Plan};
 use crate::tenant::{Tenant, TenantId};
 
 /// A tenant and the plan that applies to it.
@@ -20,32 +20,40 @@ pub struct Policy {
     pub tenant: Tenant,
     /// Its plan with its overrides applied.
     pub plan: Plan,
+    /// The plan's windows, shared with every admission.
+    pub(crate) limits: Arc<[Limit]>,
+}
+
+impl Policy {
+    pub(crate) fn new(tenant: Tenant, plan: Plan) -> Self {
+        Policy { limits: plan.limits.as_slice().into(), tenant, plan }
+    }
 }
 
 const SHARDS: usize = 32;
 
+type Entries = HashMap<TenantId, (Arc<Policy>, Timestamp), foldhash::fast::RandomState>;
+
 /// A bounded, sharded map from tenant to policy.
 pub(crate) struct PolicyCache {
-    shards: Box<[RwLock<HashMap<TenantId, (Arc<Policy>, Timestamp)>>]>,
+    shards: Box<[RwLock<Entries>]>,
     per_shard: usize,
     ttl: Duration,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl PolicyCache {
     pub(crate) fn new(capacity: usize, ttl: Duration) -> Self {
         PolicyCache {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(Entries::default())).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
             ttl,
             hasher: Default::default(),
         }
     }
 
-    fn shard(&self, id: &TenantId) -> &RwLock<HashMap<TenantId, (Arc<Policy>, Timestamp)>> {
-        let mut h = self.hasher.build_hasher();
-        id.hash(&mut h);
-        &self.shards[h.finish() as usize % SHARDS]
+    fn shard(&self, id: &TenantId) -> &RwLock<Entries> {
+        &self.shards[self.hasher.hash_one(id) as usize % SHARDS]
     }
 
     /// The cached policy, if present and fresh at `now`.

@@ -1,6 +1,7 @@
 //! Tenants: who is charged, on which plan, with which overrides, in which period.
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::Datelike;
 use serde::{Deserialize, Serialize};
@@ -13,14 +14,14 @@ use crate::pricing::PricingRule;
 /// A tenant's identifier: 1-64 of `[A-Za-z0-9_.:-]`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct TenantId(String);
+pub struct TenantId(Arc<str>);
 
 impl TenantId {
     /// Validates and wraps a tenant id.
     pub fn new(id: impl Into<String>) -> Result<Self, FieldError> {
         let id = id.into();
         crate::event::check_token(&id, 64).map_err(|p| FieldError::new("tenant_id", p))?;
-        Ok(TenantId(id))
+        Ok(TenantId(id.into()))
     }
 
     /// The id as text.
@@ -38,7 +39,7 @@ impl TryFrom<String> for TenantId {
 
 impl From<TenantId> for String {
     fn from(id: TenantId) -> String {
-        id.0
+        id.0.to_string()
     }
 }
 

@@ -3,9 +3,11 @@
 //! Both are sharded by tenant so that threads deciding for different tenants rarely meet
 //! on a lock, and no lock is ever held across an `.await`. Nothing survives the process.
 
-use std::collections::hash_map::{Entry, RandomState};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -26,20 +28,20 @@ const SHARDS: usize = 64;
 /// The calendar windows and billing periods kept per tenant (older ones are dropped).
 const KEPT_WINDOWS: usize = 4;
 
+type Map<K, V> = HashMap<K, V, RandomState>;
+
 struct Sharded<T> {
-    shards: Box<[Mutex<HashMap<TenantId, T>>]>,
+    shards: Box<[Mutex<Map<TenantId, T>>]>,
     hasher: RandomState,
 }
 
 impl<T> Sharded<T> {
     fn new() -> Self {
-        Sharded { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), hasher: RandomState::new() }
+        Sharded { shards: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(), hasher: RandomState::default() }
     }
 
-    fn shard(&self, tenant: &TenantId) -> &Mutex<HashMap<TenantId, T>> {
-        let mut h = self.hasher.build_hasher();
-        tenant.hash(&mut h);
-        &self.shards[h.finish() as usize % SHARDS]
+    fn shard(&self, tenant: &TenantId) -> &Mutex<Map<TenantId, T>> {
+        &self.shards[self.hasher.hash_one(tenant) as usize % SHARDS]
     }
 }
 
@@ -73,7 +75,7 @@ struct Counters {
     quotas: Vec<(Per, Timestamp, u32)>,
     smooth: Vec<(Per, Timestamp)>,
     credits: Vec<(Timestamp, PeriodCredits)>,
-    seen: HashMap<EventId, Seen>,
+    seen: Map<EventId, Seen>,
     seen_order: VecDeque<(Timestamp, EventId)>,
 }
 
@@ -153,7 +155,7 @@ impl Counters {
         }
         let mut limits = Vec::with_capacity(a.limits.len());
         let mut retry_after = None::<u64>;
-        for &limit in &a.limits {
+        for &limit in a.limits.iter() {
             let check = if limit.per.is_calendar() {
                 let (start, end) = limit.per.window_containing(a.at);
                 check_quota(limit, self.quota(limit.per, start), end, a.now)
@@ -178,7 +180,7 @@ impl Counters {
         });
         let decision = match reason {
             None => {
-                for &limit in &a.limits {
+                for &limit in a.limits.iter() {
                     if limit.per.is_calendar() {
                         *self.quota_mut(limit.per, limit.per.window_containing(a.at).0) += 1;
                     } else {
@@ -213,7 +215,7 @@ impl Counters {
     }
 
     fn revert(&mut self, a: &Admission) {
-        for &limit in &a.limits {
+        for &limit in a.limits.iter() {
             if limit.per.is_calendar() {
                 let count = self.quota_mut(limit.per, limit.per.window_containing(a.at).0);
                 *count = count.saturating_sub(1);
@@ -318,7 +320,7 @@ struct Catalog {
 #[derive(Default)]
 struct TenantLedger {
     records: Vec<LedgerRecord>,
-    by_id: HashMap<EventId, usize>,
+    by_id: Map<EventId, usize>,
 }
 
 impl MemoryRecords {

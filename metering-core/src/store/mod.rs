@@ -14,6 +14,8 @@ pub mod memory;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::account::{ApiKey, User};
@@ -105,7 +107,7 @@ pub struct Admission {
     /// A denial decided before the counters (suspended, premium); counters are only read.
     pub denial: Option<DenyReason>,
     /// The windows that must all admit the call.
-    pub limits: Vec<Limit>,
+    pub limits: Arc<[Limit]>,
     /// The call's price.
     pub cost: u64,
     /// The billing period the event falls in.
