@@ -246,7 +246,7 @@ impl Engine {
         if ticket.replayed {
             return Ok(ticket.decision);
         }
-        let (record, admission) = self.into_record(ticket, outcome).await?;
+        let (record, admission) = self.record_of(ticket, outcome).await?;
         let (decision, counted) = (record.decision.clone(), record.counted);
         let appended = match &self.inner.writer {
             Some(w) => w.append(record).await,
@@ -286,7 +286,7 @@ impl Engine {
     pub async fn settle_later(&self, ticket: Ticket, outcome: Outcome) -> Result<(), Error> {
         match &self.inner.writer {
             Some(w) if !ticket.replayed => {
-                let (record, _) = self.into_record(ticket, outcome).await?;
+                let (record, _) = self.record_of(ticket, outcome).await?;
                 w.submit(record).await
             }
             _ => self.settle(ticket, outcome).await.map(drop),
@@ -295,7 +295,7 @@ impl Engine {
 
     /// The ticket's ledger record; an admitted call that is not charged gives back its
     /// counts first.
-    async fn into_record(&self, ticket: Ticket, outcome: Outcome) -> Result<(LedgerRecord, Admission), Error> {
+    async fn record_of(&self, ticket: Ticket, outcome: Outcome) -> Result<(LedgerRecord, Admission), Error> {
         let counted = ticket.decision.allowed && outcome.charge;
         if ticket.decision.allowed && !counted {
             self.inner.hot.revert(&ticket.admission).await?;

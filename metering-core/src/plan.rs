@@ -335,10 +335,10 @@ impl Plan {
             return Err(PlanError::TooManyCredits { field: "overdraft" });
         }
         validate_limits(&self.limits)?;
-        if let PremiumAccess::Features(f) = &self.premium {
-            if f.len() > MAX_PREMIUM_FEATURES || f.iter().any(|x| crate::event::check_token(x, 64).is_err()) {
-                return Err(PlanError::InvalidPremium);
-            }
+        if let PremiumAccess::Features(f) = &self.premium
+            && (f.len() > MAX_PREMIUM_FEATURES || f.iter().any(|x| crate::event::check_token(x, 64).is_err()))
+        {
+            return Err(PlanError::InvalidPremium);
         }
         if self.pricing.len() > MAX_PRICING_RULES {
             return Err(PlanError::TooManyRules);

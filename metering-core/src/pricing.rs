@@ -103,10 +103,10 @@ impl PricingRule {
 pub fn price(rules: &[PricingRule], event: &Event) -> u64 {
     let mut best: Option<(u32, &PricingRule)> = None;
     for rule in rules {
-        if let Some(score) = rule.matches(event) {
-            if best.is_none_or(|(s, _)| score > s) {
-                best = Some((score, rule));
-            }
+        if let Some(score) = rule.matches(event)
+            && best.is_none_or(|(s, _)| score > s)
+        {
+            best = Some((score, rule));
         }
     }
     let cost = match best {
