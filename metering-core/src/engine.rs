@@ -194,10 +194,15 @@ impl Engine {
 
     /// Decides a call and commits its counters; the ledger record is written by
     /// [`settle`](Self::settle) or [`settle_later`](Self::settle_later).
+    ///
+    /// Drive the returned future to completion: dropped after the hot store committed but
+    /// before the ticket came back, the counts stay taken with no ledger record (until the
+    /// counters are next rebuilt from the ledger). The Tower layer finishes abandoned
+    /// decisions on a spawned task for this reason.
     pub async fn decide(&self, input: UsageEvent) -> Result<Ticket, Error> {
         let now = self.now();
         let mut event = input.validate_at(now, &self.inner.bounds)?;
-        let policy = self.policy(&event.tenant_id).await?;
+        let policy = self.policy_at(&event.tenant_id, now).await?;
         if event.region.is_none() {
             event.region.clone_from(&policy.tenant.region);
         }
@@ -320,7 +325,10 @@ impl Engine {
 
     /// The tenant with its effective plan, from the cache or the records.
     pub async fn policy(&self, tenant: &TenantId) -> Result<Arc<Policy>, Error> {
-        let now = self.now();
+        self.policy_at(tenant, self.now()).await
+    }
+
+    async fn policy_at(&self, tenant: &TenantId, now: Timestamp) -> Result<Arc<Policy>, Error> {
         if let Some(p) = self.inner.policies.get(tenant, now) {
             return Ok(p);
         }

@@ -48,6 +48,7 @@ impl<T> Sharded<T> {
 /// Hot counters in process memory.
 pub struct MemoryHot {
     tenants: Sharded<Counters>,
+    ids: RandomState,
     max_remembered: usize,
 }
 
@@ -60,7 +61,7 @@ impl MemoryHot {
     /// An empty store remembering at most `max` `event_id`s per tenant (oldest forgotten
     /// first; the ledger still refuses duplicates of forgotten ones).
     pub fn with_max_remembered(max: usize) -> Self {
-        MemoryHot { tenants: Sharded::new(), max_remembered: max.max(1) }
+        MemoryHot { tenants: Sharded::new(), ids: RandomState::default(), max_remembered: max.max(1) }
     }
 }
 
@@ -70,83 +71,92 @@ impl Default for MemoryHot {
     }
 }
 
+/// A few keyed values kept inline; when full, the entry with the smallest key goes.
+#[derive(Clone, Copy)]
+struct Slots<K, V, const N: usize>([Option<(K, V)>; N]);
+
+impl<K: Copy + Ord, V: Copy + Default, const N: usize> Default for Slots<K, V, N> {
+    fn default() -> Self {
+        Slots([None; N])
+    }
+}
+
+impl<K: Copy + Ord, V: Copy + Default, const N: usize> Slots<K, V, N> {
+    fn get(&self, key: K) -> V {
+        self.0.iter().flatten().find(|(k, _)| *k == key).map_or_else(V::default, |(_, v)| *v)
+    }
+
+    fn get_mut(&mut self, key: K) -> &mut V {
+        let i = self.0.iter().position(|e| e.is_some_and(|(k, _)| k == key)).unwrap_or_else(|| {
+            let i = self.0.iter().position(Option::is_none);
+            let i = i.unwrap_or_else(|| (0..N).min_by_key(|&i| self.0[i].map(|(k, _)| k)).unwrap_or(0));
+            self.0[i] = None;
+            i
+        });
+        &mut self.0[i].get_or_insert((key, V::default())).1
+    }
+}
+
+/// One tenant's counters, kept inline so a decision touches few cache lines.
 #[derive(Default)]
 struct Counters {
-    quotas: Vec<(Per, Timestamp, u32)>,
-    smooth: Vec<(Per, Timestamp)>,
-    credits: Vec<(Timestamp, PeriodCredits)>,
-    seen: Map<EventId, Seen>,
-    seen_order: VecDeque<(Timestamp, EventId)>,
+    /// Calendar windows by start, for `day` and `month`.
+    days: Slots<Timestamp, u32, KEPT_WINDOWS>,
+    months: Slots<Timestamp, u32, KEPT_WINDOWS>,
+    /// GCRA state for `second`, `minute` and `hour`.
+    smooth: [Option<Timestamp>; 3],
+    /// Credits by billing period start.
+    credits: Slots<Timestamp, PeriodCredits, KEPT_WINDOWS>,
+    /// Remembered event ids, keyed by a hash of the id (the id is checked on a hit).
+    seen: Map<u64, Seen>,
+    seen_order: VecDeque<(Timestamp, u64)>,
 }
 
 struct Seen {
+    event_id: EventId,
     fingerprint: u64,
     decision: Decision,
 }
 
+fn smooth_slot(per: Per) -> usize {
+    match per {
+        Per::Second => 0,
+        Per::Minute => 1,
+        _ => 2,
+    }
+}
+
 impl Counters {
-    fn quota(&self, per: Per, start: Timestamp) -> u32 {
-        self.quotas.iter().find(|q| q.0 == per && q.1 == start).map_or(0, |q| q.2)
+    fn quotas(&mut self, per: Per) -> &mut Slots<Timestamp, u32, KEPT_WINDOWS> {
+        if per == Per::Day { &mut self.days } else { &mut self.months }
     }
 
-    fn quota_mut(&mut self, per: Per, start: Timestamp) -> &mut u32 {
-        let i = match self.quotas.iter().position(|q| q.0 == per && q.1 == start) {
-            Some(i) => i,
-            None => {
-                self.quotas.push((per, start, 0));
-                let same: Vec<usize> =
-                    self.quotas.iter().enumerate().filter(|(_, q)| q.0 == per).map(|(i, _)| i).collect();
-                if same.len() > KEPT_WINDOWS {
-                    let oldest = same.into_iter().min_by_key(|&i| self.quotas[i].1).unwrap_or(0);
-                    self.quotas.swap_remove(oldest);
-                }
-                self.quotas.iter().position(|q| q.0 == per && q.1 == start).unwrap_or(0)
-            }
-        };
-        &mut self.quotas[i].2
+    fn quota(&self, per: Per, start: Timestamp) -> u32 {
+        if per == Per::Day { self.days.get(start) } else { self.months.get(start) }
     }
 
     fn tat(&self, per: Per) -> Option<Timestamp> {
-        self.smooth.iter().find(|s| s.0 == per).map(|s| s.1)
+        self.smooth[smooth_slot(per)]
     }
 
     fn set_tat(&mut self, per: Per, tat: Timestamp) {
-        match self.smooth.iter_mut().find(|s| s.0 == per) {
-            Some(s) => s.1 = tat,
-            None => self.smooth.push((per, tat)),
-        }
-    }
-
-    fn credits(&self, period_start: Timestamp) -> PeriodCredits {
-        self.credits.iter().find(|c| c.0 == period_start).map_or_else(PeriodCredits::default, |c| c.1)
-    }
-
-    fn credits_mut(&mut self, period_start: Timestamp) -> &mut PeriodCredits {
-        if !self.credits.iter().any(|c| c.0 == period_start) {
-            self.credits.push((period_start, PeriodCredits::default()));
-            if self.credits.len() > KEPT_WINDOWS {
-                self.credits.sort_by_key(|c| c.0);
-                self.credits.remove(0);
-            }
-        }
-        let i = self.credits.iter().position(|c| c.0 == period_start).unwrap_or(0);
-        &mut self.credits[i].1
+        self.smooth[smooth_slot(per)] = Some(tat);
     }
 
     fn forget_expired(&mut self, now: Timestamp, max: usize) {
-        while let Some((until, id)) = self.seen_order.front() {
+        while let Some((until, key)) = self.seen_order.front() {
             if *until > now && self.seen_order.len() < max {
                 break;
             }
-            self.seen.remove(id);
+            self.seen.remove(key);
             self.seen_order.pop_front();
         }
     }
 
     /// The whole decision, under the tenant's lock.
-    fn admit(&mut self, a: &Admission, max_remembered: usize) -> Admitted {
+    fn admit(&mut self, a: &Admission, key: u64, max_remembered: usize) -> Admitted {
         self.forget_expired(a.now, max_remembered);
-        if let Some(seen) = self.seen.get(&a.event_id) {
+        if let Some(seen) = self.seen.get(&key).filter(|s| s.event_id == a.event_id) {
             return if seen.fingerprint == a.fingerprint {
                 Admitted::Replayed(seen.decision.clone())
             } else {
@@ -167,7 +177,7 @@ impl Counters {
             }
             limits.push(check);
         }
-        let credits = self.credits(a.period.start);
+        let credits = self.credits.get(a.period.start);
         let remaining = a.allowance as i64 + credits.granted - credits.used as i64;
         let reason = a.denial.or_else(|| {
             if retry_after.is_some() {
@@ -182,13 +192,13 @@ impl Counters {
             None => {
                 for &limit in a.limits.iter() {
                     if limit.per.is_calendar() {
-                        *self.quota_mut(limit.per, limit.per.window_containing(a.at).0) += 1;
+                        *self.quotas(limit.per).get_mut(limit.per.window_containing(a.at).0) += 1;
                     } else {
                         let tat = next_tat(limit, self.tat(limit.per), a.now);
                         self.set_tat(limit.per, tat);
                     }
                 }
-                self.credits_mut(a.period.start).used += a.cost;
+                self.credits.get_mut(a.period.start).used += a.cost;
                 Decision {
                     event_id: a.event_id.clone(),
                     allowed: true,
@@ -209,23 +219,27 @@ impl Counters {
                 retry_after: (reason == DenyReason::RateLimited).then_some(retry_after).flatten(),
             },
         };
-        self.seen.insert(a.event_id.clone(), Seen { fingerprint: a.fingerprint, decision: decision.clone() });
-        self.seen_order.push_back((a.remember_until, a.event_id.clone()));
+        let seen = Seen { event_id: a.event_id.clone(), fingerprint: a.fingerprint, decision: decision.clone() };
+        if self.seen.insert(key, seen).is_none() {
+            self.seen_order.push_back((a.remember_until, key));
+        }
         Admitted::Decided(decision)
     }
 
-    fn revert(&mut self, a: &Admission) {
+    fn revert(&mut self, a: &Admission, key: u64) {
         for &limit in a.limits.iter() {
             if limit.per.is_calendar() {
-                let count = self.quota_mut(limit.per, limit.per.window_containing(a.at).0);
+                let count = self.quotas(limit.per).get_mut(limit.per.window_containing(a.at).0);
                 *count = count.saturating_sub(1);
             } else if let Some(tat) = self.tat(limit.per) {
                 self.set_tat(limit.per, previous_tat(limit, tat));
             }
         }
-        let c = self.credits_mut(a.period.start);
+        let c = self.credits.get_mut(a.period.start);
         c.used = c.used.saturating_sub(a.cost);
-        self.seen.remove(&a.event_id);
+        if self.seen.get(&key).is_some_and(|s| s.event_id == a.event_id) {
+            self.seen.remove(&key);
+        }
     }
 }
 
@@ -240,32 +254,35 @@ fn as_it_stands(check: &Check) -> WindowStatus {
 #[async_trait]
 impl HotStore for MemoryHot {
     async fn admit(&self, a: &Admission) -> Result<Admitted, Error> {
+        let key = self.ids.hash_one(&a.event_id);
         let mut shard = self.tenants.shard(&a.tenant).lock();
         Ok(match shard.get_mut(&a.tenant) {
-            Some(counters) => counters.admit(a, self.max_remembered),
+            Some(counters) => counters.admit(a, key, self.max_remembered),
             None => Admitted::Unloaded,
         })
     }
 
     async fn revert(&self, a: &Admission) -> Result<(), Error> {
+        let key = self.ids.hash_one(&a.event_id);
         if let Some(c) = self.tenants.shard(&a.tenant).lock().get_mut(&a.tenant) {
-            c.revert(a);
+            c.revert(a, key);
         }
         Ok(())
     }
 
     async fn load(&self, tenant: &TenantId, s: HotSnapshot) -> Result<(), Error> {
         if let Entry::Vacant(v) = self.tenants.shard(tenant).lock().entry(tenant.clone()) {
-            v.insert(Counters {
-                quotas: s.quotas,
-                smooth: s.smooth,
-                credits: s
-                    .credits
-                    .into_iter()
-                    .map(|(start, used, granted)| (start, PeriodCredits { used, granted }))
-                    .collect(),
-                ..Counters::default()
-            });
+            let mut counters = Counters::default();
+            for (per, start, count) in s.quotas {
+                *counters.quotas(per).get_mut(start) = count;
+            }
+            for (per, tat) in s.smooth {
+                counters.set_tat(per, tat);
+            }
+            for (start, used, granted) in s.credits {
+                *counters.credits.get_mut(start) = PeriodCredits { used, granted };
+            }
+            v.insert(counters);
         }
         Ok(())
     }
@@ -280,7 +297,7 @@ impl HotStore for MemoryHot {
     ) -> Result<Option<i64>, Error> {
         let mut shard = self.tenants.shard(tenant).lock();
         let Some(counters) = shard.get_mut(tenant) else { return Ok(None) };
-        let c = counters.credits_mut(period.start);
+        let c = counters.credits.get_mut(period.start);
         let remaining =
             (allowance as i64).saturating_add(c.granted).saturating_add(amount).saturating_sub(c.used as i64);
         if remaining < -(overdraft.min(i64::MAX as u64) as i64) {
@@ -291,7 +308,7 @@ impl HotStore for MemoryHot {
     }
 
     async fn credits(&self, tenant: &TenantId, period_start: Timestamp) -> Result<Option<PeriodCredits>, Error> {
-        Ok(self.tenants.shard(tenant).lock().get(tenant).map(|c| c.credits(period_start)))
+        Ok(self.tenants.shard(tenant).lock().get(tenant).map(|c| c.credits.get(period_start)))
     }
 
     async fn clear(&self) -> Result<(), Error> {
