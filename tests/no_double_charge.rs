@@ -92,3 +92,16 @@ async fn concurrent_replays_are_charged_once() {
     assert!(decisions.windows(2).all(|w| w[0] == w[1]));
     assert_eq!(engine.balance(&acme).await.unwrap().used, 5);
 }
+
+#[tokio::test]
+async fn resending_a_generated_id_is_a_replay_too() {
+    for backend in Backend::all() {
+        let (engine, _clock) = engine(&backend).await;
+        let acme = tenant_on(&engine, "acme", plan("p", 100)).await;
+        let call = || UsageEvent::new("acme", "notes", "/notes", "POST").with_credits(5);
+        let first = engine.track(call()).await.unwrap();
+        let again = engine.track(call().with_event_id(first.event_id.as_str())).await.unwrap();
+        assert_eq!(again, first, "{backend:?}");
+        assert_eq!(engine.balance(&acme).await.unwrap().used, 5, "{backend:?}");
+    }
+}

@@ -201,12 +201,13 @@ impl Engine {
     /// decisions on a spawned task for this reason.
     pub async fn decide(&self, input: UsageEvent) -> Result<Ticket, Error> {
         let now = self.now();
+        let remember = input.event_id.is_some();
         let mut event = input.validate_at(now, &self.inner.bounds)?;
         let policy = self.policy_at(&event.tenant_id, now).await?;
         if event.region.is_none() {
             event.region.clone_from(&policy.tenant.region);
         }
-        let admission = self.admission(&event, &policy, now);
+        let admission = self.admission(&event, &policy, now, remember);
         for _ in 0..LOAD_ATTEMPTS {
             match self.inner.hot.admit(&admission).await? {
                 Admitted::Decided(decision) => return Ok(Ticket { event, admission, decision, replayed: false }),
@@ -218,7 +219,7 @@ impl Engine {
         Err(Error::Unavailable("hot store does not keep loaded counters".into()))
     }
 
-    fn admission(&self, event: &Event, policy: &Policy, now: Timestamp) -> Admission {
+    fn admission(&self, event: &Event, policy: &Policy, now: Timestamp, remember: bool) -> Admission {
         let plan = &policy.plan;
         let denial = if policy.tenant.status == TenantStatus::Suspended {
             Some(DenyReason::TenantSuspended)
@@ -239,6 +240,7 @@ impl Engine {
             period: policy.tenant.billing_anchor.period_containing(event.timestamp),
             allowance: plan.monthly_credits,
             overdraft: plan.overdraft,
+            remember,
             remember_until: now.plus(self.inner.remember_for),
         }
     }

@@ -38,6 +38,10 @@ pub mod store;
 pub mod tenant;
 mod writer;
 
+/// Keeps a shard on cache lines of its own, so threads on different shards never contend.
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
 pub use account::{ApiKey, Role, User};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use decision::{Decision, DenyReason, WindowStatus};

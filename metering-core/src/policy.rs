@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
+use crate::Padded;
 use crate::clock::Timestamp;
 use crate::plan::{Limit, Plan};
 use crate::tenant::{Tenant, TenantId};
@@ -36,7 +37,7 @@ type Entries = HashMap<TenantId, (Arc<Policy>, Timestamp), foldhash::fast::Rando
 
 /// A bounded, sharded map from tenant to policy.
 pub(crate) struct PolicyCache {
-    shards: Box<[RwLock<Entries>]>,
+    shards: Box<[Padded<RwLock<Entries>>]>,
     per_shard: usize,
     ttl: Duration,
     hasher: foldhash::fast::RandomState,
@@ -45,7 +46,7 @@ pub(crate) struct PolicyCache {
 impl PolicyCache {
     pub(crate) fn new(capacity: usize, ttl: Duration) -> Self {
         PolicyCache {
-            shards: (0..SHARDS).map(|_| RwLock::new(Entries::default())).collect(),
+            shards: (0..SHARDS).map(|_| Padded(RwLock::new(Entries::default()))).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
             ttl,
             hasher: Default::default(),
@@ -53,7 +54,7 @@ impl PolicyCache {
     }
 
     fn shard(&self, id: &TenantId) -> &RwLock<Entries> {
-        &self.shards[self.hasher.hash_one(id) as usize % SHARDS]
+        &self.shards[self.hasher.hash_one(id) as usize % SHARDS].0
     }
 
     /// The cached policy, if present and fresh at `now`.
@@ -79,7 +80,7 @@ impl PolicyCache {
 
     /// Forgets every tenant (after a plan changed).
     pub(crate) fn clear(&self) {
-        for s in self.shards.iter() {
+        for Padded(s) in self.shards.iter() {
             s.write().clear();
         }
     }

@@ -12,6 +12,7 @@ use foldhash::fast::RandomState;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
+use crate::Padded;
 use crate::account::{ApiKey, User};
 use crate::clock::Timestamp;
 use crate::decision::{Decision, DenyReason, WindowStatus};
@@ -31,17 +32,20 @@ const KEPT_WINDOWS: usize = 4;
 type Map<K, V> = HashMap<K, V, RandomState>;
 
 struct Sharded<T> {
-    shards: Box<[Mutex<Map<TenantId, T>>]>,
+    shards: Box<[Padded<Mutex<Map<TenantId, T>>>]>,
     hasher: RandomState,
 }
 
 impl<T> Sharded<T> {
     fn new() -> Self {
-        Sharded { shards: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(), hasher: RandomState::default() }
+        Sharded {
+            shards: (0..SHARDS).map(|_| Padded(Mutex::new(Map::default()))).collect(),
+            hasher: RandomState::default(),
+        }
     }
 
     fn shard(&self, tenant: &TenantId) -> &Mutex<Map<TenantId, T>> {
-        &self.shards[self.hasher.hash_one(tenant) as usize % SHARDS]
+        &self.shards[self.hasher.hash_one(tenant) as usize % SHARDS].0
     }
 }
 
@@ -156,7 +160,9 @@ impl Counters {
     /// The whole decision, under the tenant's lock.
     fn admit(&mut self, a: &Admission, key: u64, max_remembered: usize) -> Admitted {
         self.forget_expired(a.now, max_remembered);
-        if let Some(seen) = self.seen.get(&key).filter(|s| s.event_id == a.event_id) {
+        if a.remember
+            && let Some(seen) = self.seen.get(&key).filter(|s| s.event_id == a.event_id)
+        {
             return if seen.fingerprint == a.fingerprint {
                 Admitted::Replayed(seen.decision.clone())
             } else {
@@ -219,9 +225,11 @@ impl Counters {
                 retry_after: (reason == DenyReason::RateLimited).then_some(retry_after).flatten(),
             },
         };
-        let seen = Seen { event_id: a.event_id.clone(), fingerprint: a.fingerprint, decision: decision.clone() };
-        if self.seen.insert(key, seen).is_none() {
-            self.seen_order.push_back((a.remember_until, key));
+        if a.remember {
+            let seen = Seen { event_id: a.event_id.clone(), fingerprint: a.fingerprint, decision: decision.clone() };
+            if self.seen.insert(key, seen).is_none() {
+                self.seen_order.push_back((a.remember_until, key));
+            }
         }
         Admitted::Decided(decision)
     }
@@ -254,7 +262,7 @@ fn as_it_stands(check: &Check) -> WindowStatus {
 #[async_trait]
 impl HotStore for MemoryHot {
     async fn admit(&self, a: &Admission) -> Result<Admitted, Error> {
-        let key = self.ids.hash_one(&a.event_id);
+        let key = if a.remember { self.ids.hash_one(&a.event_id) } else { 0 };
         let mut shard = self.tenants.shard(&a.tenant).lock();
         Ok(match shard.get_mut(&a.tenant) {
             Some(counters) => counters.admit(a, key, self.max_remembered),
@@ -312,7 +320,7 @@ impl HotStore for MemoryHot {
     }
 
     async fn clear(&self) -> Result<(), Error> {
-        for shard in self.tenants.shards.iter() {
+        for Padded(shard) in self.tenants.shards.iter() {
             shard.lock().clear();
         }
         Ok(())
@@ -491,7 +499,7 @@ impl RecordStore for MemoryRecords {
 
     async fn records(&self, query: &LedgerQuery) -> Result<Vec<LedgerRecord>, Error> {
         let mut found = Vec::new();
-        for shard in self.ledger.shards.iter() {
+        for Padded(shard) in self.ledger.shards.iter() {
             let shard = shard.lock();
             for ledger in shard.values() {
                 found.extend(ledger.records.iter().filter(|r| query.matches(r)).cloned());
@@ -526,7 +534,7 @@ impl RecordStore for MemoryRecords {
 
     async fn prune(&self, before: Timestamp) -> Result<u64, Error> {
         let mut removed = 0;
-        for shard in self.ledger.shards.iter() {
+        for Padded(shard) in self.ledger.shards.iter() {
             for ledger in shard.lock().values_mut() {
                 let len = ledger.records.len();
                 ledger.records.retain(|r| r.event.timestamp >= before);

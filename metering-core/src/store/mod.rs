@@ -116,6 +116,10 @@ pub struct Admission {
     pub allowance: u64,
     /// How far below zero the balance may go.
     pub overdraft: u64,
+    /// Whether the caller chose the `event_id`. Only such an id can come back as a replay,
+    /// so only such an id is remembered; a generated one is unique by construction (and the
+    /// ledger's unique key still refuses it twice).
+    pub remember: bool,
     /// How long the `event_id` is remembered for replays.
     pub remember_until: Timestamp,
 }
