@@ -229,7 +229,7 @@ impl Engine {
             None
         };
         Admission {
-            tenant: event.tenant_id.clone(),
+            tenant: policy.tenant.id.clone(),
             event_id: event.event_id.clone(),
             fingerprint: event.fingerprint,
             now,
@@ -237,7 +237,7 @@ impl Engine {
             denial,
             limits: Arc::clone(&policy.limits),
             cost: price(&plan.pricing, event),
-            period: policy.tenant.billing_anchor.period_containing(event.timestamp),
+            period: policy.period_containing(event.timestamp),
             allowance: plan.monthly_credits,
             overdraft: plan.overdraft,
             remember,
@@ -337,7 +337,7 @@ impl Engine {
         let t = self.inner.records.tenant(tenant).await?.ok_or_else(|| Error::UnknownTenant(tenant.clone()))?;
         let plan = self.inner.records.plan(&t.plan).await?.ok_or_else(|| Error::UnknownPlan(t.plan.clone()))?;
         let plan = t.overrides.apply(&plan)?;
-        let policy = Arc::new(Policy::new(t, plan));
+        let policy = Arc::new(Policy::new(t, plan, now));
         self.inner.policies.insert(Arc::clone(&policy), now);
         Ok(policy)
     }

@@ -12,7 +12,7 @@ use parking_lot::RwLock;
 use crate::Padded;
 use crate::clock::Timestamp;
 use crate::plan::{Limit, Plan};
-use crate::tenant::{Tenant, TenantId};
+use crate::tenant::{Period, Tenant, TenantId};
 
 /// A tenant and the plan that applies to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,11 +23,23 @@ pub struct Policy {
     pub plan: Plan,
     /// The plan's windows, shared with every admission.
     pub(crate) limits: Arc<[Limit]>,
+    /// The billing period current when the policy was resolved.
+    period: Period,
 }
 
 impl Policy {
-    pub(crate) fn new(tenant: Tenant, plan: Plan) -> Self {
-        Policy { limits: plan.limits.as_slice().into(), tenant, plan }
+    pub(crate) fn new(tenant: Tenant, plan: Plan, now: Timestamp) -> Self {
+        let period = tenant.billing_anchor.period_containing(now);
+        Policy { limits: plan.limits.as_slice().into(), tenant, plan, period }
+    }
+
+    /// The tenant's billing period that contains `t`.
+    pub fn period_containing(&self, t: Timestamp) -> Period {
+        if self.period.start <= t && t < self.period.end {
+            self.period
+        } else {
+            self.tenant.billing_anchor.period_containing(t)
+        }
     }
 }
 

@@ -12,9 +12,16 @@ use crate::plan::{Limit, MAX_PLAN_CREDITS, Plan, PlanId, PremiumAccess, validate
 use crate::pricing::PricingRule;
 
 /// A tenant's identifier: 1-64 of `[A-Za-z0-9_.:-]`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct TenantId(Arc<str>);
+
+impl PartialEq for TenantId {
+    /// Clones of one id compare by pointer; others by content.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
 
 impl TenantId {
     /// Validates and wraps a tenant id.
