@@ -12,7 +12,7 @@ use crate::plan::{Limit, MAX_PLAN_CREDITS, Plan, PlanId, PremiumAccess, validate
 use crate::pricing::PricingRule;
 
 /// A tenant's identifier: 1-64 of `[A-Za-z0-9_.:-]`.
-#[derive(Debug, Clone, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct TenantId(Arc<str>);
 
@@ -20,6 +20,13 @@ impl PartialEq for TenantId {
     /// Clones of one id compare by pointer; others by content.
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl std::hash::Hash for TenantId {
+    /// By content, as equality is.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
     }
 }
 

@@ -31,8 +31,10 @@ const KEPT_WINDOWS: usize = 4;
 
 type Map<K, V> = HashMap<K, V, RandomState>;
 
+type Shard<T> = Padded<Mutex<Map<TenantId, T>>>;
+
 struct Sharded<T> {
-    shards: Box<[Padded<Mutex<Map<TenantId, T>>>]>,
+    shards: Box<[Shard<T>]>,
     hasher: RandomState,
 }
 
