@@ -1,1 +1,1039 @@
-//! Durable records in one SQLite file.
+//! Durable records in one SQLite file: [`SqliteRecords`].
+//!
+//! ```
+//! use metering_core::store::RecordStore;
+//! use metering_core::store::sqlite::SqliteRecords;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let path = std::env::temp_dir().join(format!("metering-doc-{}.db", std::process::id()));
+//! let records = SqliteRecords::open(&path)?;
+//! records.put_plan(&metering_core::Plan::free()).await?;
+//! assert_eq!(records.plans().await?.len(), 1);
+//! # drop(records);
+//! # for suffix in ["", "-wal", "-shm"] { let _ = std::fs::remove_file(format!("{}{suffix}", path.display())); }
+//! # Ok::<_, metering_core::Error>(()) }).unwrap();
+//! ```
+//!
+//! # Layout
+//!
+//! One table per kind of record: `plans`, `tenants`, `users`, `api_keys`, `grants` and
+//! `ledger`, all `STRICT`. Columns that queries select, order or sum on are real columns
+//! (timestamps as INTEGER microseconds since the epoch); nested values (a plan, a tenant's
+//! overrides, a decision) are JSON text. The ledger's indexes:
+//!
+//! | index | serves |
+//! |---|---|
+//! | unique `(event_id, tenant_id)` | the idempotency key; UUIDv7 ids are time-ordered, so it grows at its end |
+//! | `(ts, event_id)` | listings over every tenant, [`prune`](RecordStore::prune) |
+//! | `(tenant_id, ts, event_id, counted, credits_charged)` | a tenant's listing; event-time usage totals, covered |
+//! | `(tenant_id, decided_at, credits_charged) WHERE counted = 1` | decision-time usage totals, covered |
+//!
+//! Every usage total, listing and cursor page is one index range scan, in index order.
+//! The two tenant-ordered indexes are what an append pays for: a batch rewrites about
+//! one page of each per distinct tenant in it, so a batch spread over many tenants costs
+//! more per record than one dominated by a few (as real traffic usually is).
+//!
+//! The schema version is SQLite's `user_version`; opening a file applies the migrations
+//! it lacks, in one transaction, and refuses a file written by a newer schema.
+//!
+//! # Threads
+//!
+//! SQLite calls block, so none runs on the async executor: each one takes a connection
+//! (waiting asynchronously for it) and runs on tokio's blocking pool. There is one writer
+//! connection, so writes are serialized and a batch is one transaction, and a few reader
+//! connections that WAL lets read while the writer writes. At most one blocking thread per
+//! connection is busy at a time. Without a tokio runtime the calls run on the caller's
+//! thread.
+//!
+//! # Durability
+//!
+//! The file is in WAL mode with `synchronous = FULL`: a transaction is fsynced before
+//! [`RecordStore::append`] returns, so an acknowledged record survives a process crash,
+//! an operating system crash and a power loss (as far as the disk honours fsync). Group
+//! commit amortizes the fsync: a batch of 1,000 records costs one. `NORMAL` would only
+//! speed up commits of a single record (a power loss could then undo the last ones);
+//! batched appends are bound by the pages they write, not by the fsync (`benches/ledger.rs`).
+//!
+//! A commit that takes the WAL past 64 MiB also checkpoints it into the database file,
+//! so every few hundred thousand records one append takes noticeably longer.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::types::Value;
+use rusqlite::{Connection, ErrorCode, Row, TransactionBehavior, params, params_from_iter};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::account::{ApiKey, Role, User};
+use crate::clock::Timestamp;
+use crate::error::{Error, FieldError, FieldProblem};
+use crate::event::{Event, EventId};
+use crate::ledger::{Appended, Grant, LedgerQuery, LedgerRecord, TimeBasis, UsageTotals};
+use crate::plan::{Plan, PlanId};
+use crate::store::RecordStore;
+use crate::tenant::{BillingAnchor, Tenant, TenantId, TenantStatus};
+
+/// Reader connections of a file-backed store.
+const READERS: usize = 4;
+
+/// The writer's page cache, in KiB: it holds the index pages a batch touches (the tail
+/// of each tenant's index ranges), so a large batch neither reads nor spills them.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+
+/// WAL pages after which a commit checkpoints them into the database file (64 MiB of
+/// 4 KiB pages). Between two checkpoints a page rewritten by many commits (the tail of a
+/// busy tenant's index range) is copied back once, not once per commit.
+const CHECKPOINT_PAGES: i64 = 16_384;
+
+/// The size (bytes) the WAL file is truncated back to after a checkpoint.
+const WAL_SIZE_LIMIT: i64 = 128 * 1024 * 1024;
+
+/// How long a connection waits for a lock held by another connection or process.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Records deleted per transaction by [`RecordStore::prune`], so appends interleave.
+const PRUNE_CHUNK: usize = 10_000;
+
+/// The migrations, in order: applying `MIGRATIONS[v]` takes the schema from version `v`
+/// to `v + 1`. Append new ones; never edit one that has shipped.
+const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+
+const SCHEMA_V1: &str = "
+CREATE TABLE plans (
+    id TEXT NOT NULL PRIMARY KEY,
+    body TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE tenants (
+    id TEXT NOT NULL PRIMARY KEY,
+    name TEXT NOT NULL,
+    plan_id TEXT NOT NULL,
+    region TEXT,
+    status TEXT NOT NULL,
+    billing_anchor INTEGER NOT NULL,
+    overrides TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE users (
+    id TEXT NOT NULL PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    email TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE api_keys (
+    id TEXT NOT NULL PRIMARY KEY,
+    tenant_id TEXT,
+    name TEXT NOT NULL,
+    service_name TEXT,
+    key_hash TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+) STRICT;
+CREATE INDEX api_keys_tenant ON api_keys (tenant_id, id);
+
+CREATE TABLE grants (
+    tenant_id TEXT NOT NULL,
+    period_start INTEGER NOT NULL,
+    period_end INTEGER NOT NULL,
+    amount INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX grants_period ON grants (tenant_id, period_start);
+
+CREATE TABLE ledger (
+    tenant_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    decided_at INTEGER NOT NULL,
+    counted INTEGER NOT NULL,
+    credits_charged INTEGER NOT NULL,
+    service_name TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    method TEXT NOT NULL,
+    credits_used INTEGER NOT NULL,
+    premium INTEGER NOT NULL,
+    feature TEXT,
+    region TEXT,
+    fingerprint INTEGER NOT NULL,
+    status INTEGER,
+    decision TEXT NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX ledger_key ON ledger (event_id, tenant_id);
+CREATE INDEX ledger_time ON ledger (ts, event_id);
+CREATE INDEX ledger_tenant_time ON ledger (tenant_id, ts, event_id, counted, credits_charged);
+CREATE INDEX ledger_counted_decided ON ledger (tenant_id, decided_at, credits_charged) WHERE counted = 1;
+";
+
+/// The ledger columns a [`LedgerRecord`] is read from, in [`decode_record`]'s order.
+macro_rules! record_columns {
+    () => {
+        "tenant_id, event_id, ts, decided_at, counted, service_name, endpoint, method, credits_used, premium, \
+         feature, region, fingerprint, status, decision"
+    };
+}
+
+const INSERT_RECORD: &str = "INSERT INTO ledger (tenant_id, event_id, ts, decided_at, counted, credits_charged, \
+     service_name, endpoint, method, credits_used, premium, feature, region, fingerprint, status, decision) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+     ON CONFLICT (event_id, tenant_id) DO NOTHING";
+
+const SELECT_RECORD: &str =
+    concat!("SELECT ", record_columns!(), " FROM ledger WHERE tenant_id = ?1 AND event_id = ?2");
+
+const TOTALS_BY_EVENT: &str = "SELECT COUNT(*), COALESCE(SUM(credits_charged), 0) FROM ledger \
+     WHERE tenant_id = ?1 AND counted = 1 AND ts >= ?2 AND ts < ?3";
+
+const TOTALS_BY_DECISION: &str = "SELECT COUNT(*), COALESCE(SUM(credits_charged), 0) FROM ledger \
+     WHERE tenant_id = ?1 AND counted = 1 AND decided_at >= ?2 AND decided_at < ?3";
+
+const PRUNE: &str = "DELETE FROM ledger WHERE rowid IN (SELECT rowid FROM ledger WHERE ts < ?1 LIMIT ?2)";
+
+const TENANT_COLUMNS: &str = "id, name, plan_id, region, status, billing_anchor, overrides, created_at";
+const USER_COLUMNS: &str = "id, tenant_id, email, password_hash, role, created_at";
+const KEY_COLUMNS: &str = "id, tenant_id, name, service_name, key_hash, created_at, revoked_at";
+
+type Shared = Arc<Mutex<Connection>>;
+
+/// Durable records in one SQLite file (or in memory), the embedded default backend.
+///
+/// Cheap to share behind an `Arc`; see the [module docs](self) for the schema, the
+/// threads and the durability it gives.
+pub struct SqliteRecords {
+    writer: Shared,
+    /// Empty for an in-memory database, whose only connection is the writer.
+    readers: Box<[Shared]>,
+    next_reader: AtomicUsize,
+}
+
+impl SqliteRecords {
+    /// Opens (creating it if needed) the database file at `path`, brings its schema up to
+    /// date, and opens the connections.
+    ///
+    /// Appends are fsynced before they return, so what they acknowledge survives a power
+    /// loss (see [Durability](self#durability)). It blocks for as long as SQLite takes to
+    /// open: call it before serving, or from `spawn_blocking`. The parent directory must
+    /// exist.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let mut writer = Connection::open(path).map_err(db)?;
+        writer.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+        let mode: String = writer.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).map_err(db)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Unavailable("the database file cannot be put in WAL mode".into()));
+        }
+        writer.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+        writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB).map_err(db)?;
+        writer.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES).map_err(db)?;
+        writer.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT).map_err(db)?;
+        migrate(&mut writer)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let reader = Connection::open(path).map_err(db)?;
+                reader.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+                reader.pragma_update(None, "query_only", true).map_err(db)?;
+                Ok(Arc::new(Mutex::new(reader)))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(SqliteRecords {
+            writer: Arc::new(Mutex::new(writer)),
+            readers: readers.into_boxed_slice(),
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    /// A private database in memory, on one connection (for tests; nothing survives it).
+    pub fn open_in_memory() -> Result<Self, Error> {
+        let mut conn = Connection::open_in_memory().map_err(db)?;
+        migrate(&mut conn)?;
+        Ok(SqliteRecords {
+            writer: Arc::new(Mutex::new(conn)),
+            readers: Box::new([]),
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    /// Runs `f` on the writer connection.
+    async fn write<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+    {
+        run(Arc::clone(&self.writer).lock_owned().await, f).await
+    }
+
+    /// Runs `f` on a reader connection: an idle one if there is one, else the next in turn.
+    async fn read<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+    {
+        if self.readers.is_empty() {
+            return self.write(f).await;
+        }
+        let idle = self.readers.iter().find_map(|r| Arc::clone(r).try_lock_owned().ok());
+        let guard = match idle {
+            Some(guard) => guard,
+            None => {
+                let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+                Arc::clone(&self.readers[i]).lock_owned().await
+            }
+        };
+        run(guard, f).await
+    }
+}
+
+/// Runs blocking SQLite work on tokio's blocking pool (inline when there is no runtime).
+///
+/// The connection's guard moves into the task, so a caller that gives up waiting leaves
+/// the work to finish (a transaction commits or rolls back whole) before anyone else
+/// gets the connection.
+async fn run<T, F>(mut conn: OwnedMutexGuard<Connection>, f: F) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => rt
+            .spawn_blocking(move || f(&mut conn))
+            .await
+            .map_err(|_| Error::Unavailable("the database task did not finish".into()))?,
+        Err(_) => f(&mut conn),
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(db)?;
+    let known = MIGRATIONS.len() as i64;
+    if !(0..=known).contains(&version) {
+        return Err(Error::Corrupt(format!("database schema version {version} is not one this build knows")));
+    }
+    if version == known {
+        return Ok(());
+    }
+    for step in &MIGRATIONS[version as usize..] {
+        tx.execute_batch(step).map_err(db)?;
+    }
+    tx.pragma_update(None, "user_version", known).map_err(db)?;
+    tx.commit().map_err(db)
+}
+
+/// Maps a SQLite failure to a backend-neutral error with a short message; the details
+/// (which may hold SQL) only go to the log.
+fn db(e: rusqlite::Error) -> Error {
+    let corrupt = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase),
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)
+        | rusqlite::Error::Utf8Error(..) => true,
+        _ => false,
+    };
+    if corrupt {
+        tracing::error!(error = %e, "sqlite: unreadable data");
+        return Error::Corrupt("the database holds unreadable data".into());
+    }
+    let message = match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => "the database is busy",
+        Some(ErrorCode::DiskFull) => "the disk is full",
+        Some(ErrorCode::SystemIoFailure) => "disk I/O error",
+        Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly) => {
+            "the database file cannot be opened or written"
+        }
+        _ => "database error",
+    };
+    tracing::warn!(error = %e, "sqlite: {message}");
+    Error::Unavailable(message.into())
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::Corrupt(format!("unreadable stored {what}"))
+}
+
+fn col<T: rusqlite::types::FromSql>(row: &Row<'_>, i: usize) -> Result<T, Error> {
+    row.get(i).map_err(db)
+}
+
+fn to_json<T: Serialize>(value: &T, what: &str) -> Result<String, Error> {
+    serde_json::to_string(value).map_err(|_| Error::Corrupt(format!("{what} cannot be encoded")))
+}
+
+fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, Error> {
+    serde_json::from_str(text).map_err(|_| corrupt(what))
+}
+
+/// An unsigned count as SQLite's signed integer.
+fn signed(value: u64, field: &'static str) -> Result<i64, Error> {
+    i64::try_from(value).map_err(|_| FieldError::new(field, FieldProblem::TooLarge { max: i64::MAX as u64 }).into())
+}
+
+fn unsigned(value: i64, what: &str) -> Result<u64, Error> {
+    u64::try_from(value).map_err(|_| corrupt(what))
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Runs a query (its statement cached) and decodes every row.
+fn all<T>(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: fn(&Row<'_>) -> Result<T, Error>,
+) -> Result<Vec<T>, Error> {
+    let mut stmt = c.prepare_cached(sql).map_err(db)?;
+    let mut rows = stmt.query(params).map_err(db)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
+/// Runs a query (its statement cached) and decodes its first row, if any.
+fn first<T>(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: fn(&Row<'_>) -> Result<T, Error>,
+) -> Result<Option<T>, Error> {
+    let mut stmt = c.prepare_cached(sql).map_err(db)?;
+    let mut rows = stmt.query(params).map_err(db)?;
+    rows.next().map_err(db)?.map(decode).transpose()
+}
+
+fn status_name(s: TenantStatus) -> &'static str {
+    match s {
+        TenantStatus::Active => "active",
+        TenantStatus::Suspended => "suspended",
+    }
+}
+
+fn decode_tenant(row: &Row<'_>) -> Result<Tenant, Error> {
+    let status = match col::<String>(row, 4)?.as_str() {
+        "active" => TenantStatus::Active,
+        "suspended" => TenantStatus::Suspended,
+        _ => return Err(corrupt("tenant status")),
+    };
+    let anchor = u8::try_from(col::<i64>(row, 5)?).ok().and_then(BillingAnchor::new);
+    Ok(Tenant {
+        id: TenantId::new(col::<String>(row, 0)?).map_err(|_| corrupt("tenant id"))?,
+        name: col(row, 1)?,
+        plan: PlanId::new(col::<String>(row, 2)?).map_err(|_| corrupt("plan id"))?,
+        region: col(row, 3)?,
+        status,
+        billing_anchor: anchor.ok_or_else(|| corrupt("billing anchor"))?,
+        overrides: from_json(&col::<String>(row, 6)?, "tenant overrides")?,
+        created_at: Timestamp::from_micros(col(row, 7)?),
+    })
+}
+
+fn decode_user(row: &Row<'_>) -> Result<User, Error> {
+    let role = match col::<String>(row, 4)?.as_str() {
+        "admin" => Role::Admin,
+        "user" => Role::User,
+        _ => return Err(corrupt("user role")),
+    };
+    Ok(User {
+        id: col(row, 0)?,
+        tenant_id: TenantId::new(col::<String>(row, 1)?).map_err(|_| corrupt("tenant id"))?,
+        email: col(row, 2)?,
+        password_hash: col(row, 3)?,
+        role,
+        created_at: Timestamp::from_micros(col(row, 5)?),
+    })
+}
+
+fn decode_key(row: &Row<'_>) -> Result<ApiKey, Error> {
+    let tenant_id = col::<Option<String>>(row, 1)?.map(TenantId::new).transpose().map_err(|_| corrupt("tenant id"))?;
+    Ok(ApiKey {
+        id: col(row, 0)?,
+        tenant_id,
+        name: col(row, 2)?,
+        service_name: col(row, 3)?,
+        key_hash: col(row, 4)?,
+        created_at: Timestamp::from_micros(col(row, 5)?),
+        revoked_at: col::<Option<i64>>(row, 6)?.map(Timestamp::from_micros),
+    })
+}
+
+fn decode_plan(row: &Row<'_>) -> Result<Plan, Error> {
+    from_json(&col::<String>(row, 0)?, "plan")
+}
+
+/// Decodes a row selected with `record_columns!()`.
+fn decode_record(row: &Row<'_>) -> Result<LedgerRecord, Error> {
+    let event = Event {
+        tenant_id: TenantId::new(col::<String>(row, 0)?).map_err(|_| corrupt("tenant id"))?,
+        event_id: EventId::new(col::<String>(row, 1)?).map_err(|_| corrupt("event id"))?,
+        timestamp: Timestamp::from_micros(col(row, 2)?),
+        service_name: col(row, 5)?,
+        endpoint: col(row, 6)?,
+        method: col::<String>(row, 7)?.parse().map_err(|_| corrupt("method"))?,
+        credits_used: unsigned(col(row, 8)?, "credits used")?,
+        premium: col(row, 9)?,
+        feature: col(row, 10)?,
+        region: col(row, 11)?,
+        // The fingerprint's bits, stored as a signed integer.
+        fingerprint: col::<i64>(row, 12)? as u64,
+    };
+    Ok(LedgerRecord {
+        event,
+        decided_at: Timestamp::from_micros(col(row, 3)?),
+        counted: col(row, 4)?,
+        status: col(row, 13)?,
+        decision: from_json(&col::<String>(row, 14)?, "decision")?,
+    })
+}
+
+/// The SQL and parameters of a ledger listing, newest first.
+fn records_sql(q: &LedgerQuery) -> (String, Vec<Value>) {
+    let mut sql = String::from(concat!("SELECT ", record_columns!(), " FROM ledger WHERE 1 = 1"));
+    let mut args = Vec::new();
+    if let Some(t) = &q.tenant {
+        sql.push_str(" AND tenant_id = ?");
+        args.push(Value::Text(t.as_str().to_owned()));
+    }
+    if let Some(s) = &q.service {
+        sql.push_str(" AND service_name = ?");
+        args.push(Value::Text(s.clone()));
+    }
+    if let Some(e) = &q.endpoint {
+        sql.push_str(" AND endpoint = ?");
+        args.push(Value::Text(e.clone()));
+    }
+    if let Some(m) = q.method {
+        sql.push_str(" AND method = ?");
+        args.push(Value::Text(m.as_str().to_owned()));
+    }
+    if let Some(from) = q.from {
+        sql.push_str(" AND ts >= ?");
+        args.push(Value::Integer(from.as_micros()));
+    }
+    if let Some(to) = q.to {
+        sql.push_str(" AND ts < ?");
+        args.push(Value::Integer(to.as_micros()));
+    }
+    if let Some((ts, id)) = &q.before {
+        sql.push_str(" AND (ts, event_id) < (?, ?)");
+        args.push(Value::Integer(ts.as_micros()));
+        args.push(Value::Text(id.as_str().to_owned()));
+    }
+    sql.push_str(" ORDER BY ts DESC, event_id DESC LIMIT ?");
+    args.push(Value::Integer(limit(q.limit.min(LedgerQuery::MAX_LIMIT))));
+    (sql, args)
+}
+
+#[async_trait]
+impl RecordStore for SqliteRecords {
+    async fn put_plan(&self, plan: &Plan) -> Result<(), Error> {
+        let (id, body) = (plan.id.as_str().to_owned(), to_json(plan, "plan")?);
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO plans (id, body) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+            )
+            .and_then(|mut s| s.execute(params![id, body]))
+            .map_err(db)
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn plan(&self, id: &PlanId) -> Result<Option<Plan>, Error> {
+        let id = id.as_str().to_owned();
+        self.read(move |c| first(c, "SELECT body FROM plans WHERE id = ?1", [id], decode_plan)).await
+    }
+
+    async fn plans(&self) -> Result<Vec<Plan>, Error> {
+        self.read(|c| all(c, "SELECT body FROM plans ORDER BY id", [], decode_plan)).await
+    }
+
+    async fn insert_tenant(&self, tenant: &Tenant) -> Result<(), Error> {
+        let t = tenant.clone();
+        let overrides = to_json(&t.overrides, "tenant overrides")?;
+        self.write(move |c| {
+            let inserted = c
+                .prepare_cached(&format!(
+                    "INSERT INTO tenants ({TENANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING"
+                ))
+                .and_then(|mut s| {
+                    s.execute(params![
+                        t.id.as_str(),
+                        t.name,
+                        t.plan.as_str(),
+                        t.region,
+                        status_name(t.status),
+                        u8::from(t.billing_anchor),
+                        overrides,
+                        t.created_at.as_micros(),
+                    ])
+                })
+                .map_err(db)?;
+            if inserted == 0 {
+                return Err(Error::AlreadyExists(format!("tenant {}", t.id)));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_tenant(&self, tenant: &Tenant) -> Result<(), Error> {
+        let t = tenant.clone();
+        let overrides = to_json(&t.overrides, "tenant overrides")?;
+        self.write(move |c| {
+            let updated = c
+                .prepare_cached(
+                    "UPDATE tenants SET name = ?2, plan_id = ?3, region = ?4, status = ?5, billing_anchor = ?6, \
+                     overrides = ?7, created_at = ?8 WHERE id = ?1",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        t.id.as_str(),
+                        t.name,
+                        t.plan.as_str(),
+                        t.region,
+                        status_name(t.status),
+                        u8::from(t.billing_anchor),
+                        overrides,
+                        t.created_at.as_micros(),
+                    ])
+                })
+                .map_err(db)?;
+            if updated == 0 {
+                return Err(Error::UnknownTenant(t.id));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, Error> {
+        let id = id.as_str().to_owned();
+        self.read(move |c| {
+            first(c, &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"), [id], decode_tenant)
+        })
+        .await
+    }
+
+    async fn tenants(&self, after: Option<&TenantId>, limit_to: usize) -> Result<Vec<Tenant>, Error> {
+        let after = after.map(|a| a.as_str().to_owned());
+        self.read(move |c| match after {
+            Some(after) => {
+                let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id > ?1 ORDER BY id LIMIT ?2");
+                all(c, &sql, params![after, limit(limit_to)], decode_tenant)
+            }
+            None => {
+                let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id LIMIT ?1");
+                all(c, &sql, [limit(limit_to)], decode_tenant)
+            }
+        })
+        .await
+    }
+
+    async fn insert_user(&self, user: &User) -> Result<(), Error> {
+        let u = user.clone();
+        self.write(move |c| {
+            let inserted = c
+                .prepare_cached(&format!(
+                    "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING"
+                ))
+                .and_then(|mut s| {
+                    s.execute(params![
+                        u.id,
+                        u.tenant_id.as_str(),
+                        u.email,
+                        u.password_hash,
+                        u.role.as_str(),
+                        u.created_at.as_micros()
+                    ])
+                })
+                .map_err(db)?;
+            if inserted == 0 {
+                return Err(Error::AlreadyExists(format!("user {}", u.email)));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_user(&self, user: &User) -> Result<(), Error> {
+        let u = user.clone();
+        self.write(move |c| {
+            let updated = c
+                .prepare_cached(
+                    "UPDATE users SET tenant_id = ?2, email = ?3, password_hash = ?4, role = ?5, created_at = ?6 \
+                     WHERE id = ?1",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        u.id,
+                        u.tenant_id.as_str(),
+                        u.email,
+                        u.password_hash,
+                        u.role.as_str(),
+                        u.created_at.as_micros()
+                    ])
+                });
+            match updated {
+                Ok(0) => Err(Error::AlreadyExists(format!("no user {}", u.id))),
+                Ok(_) => Ok(()),
+                Err(e) if is_unique_violation(&e) => Err(Error::AlreadyExists(format!("user {}", u.email))),
+                Err(e) => Err(db(e)),
+            }
+        })
+        .await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, Error> {
+        let email = email.to_owned();
+        self.read(move |c| {
+            first(c, &format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?1"), [email], decode_user)
+        })
+        .await
+    }
+
+    async fn user(&self, id: &str) -> Result<Option<User>, Error> {
+        let id = id.to_owned();
+        self.read(move |c| first(c, &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"), [id], decode_user))
+            .await
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), Error> {
+        let k = key.clone();
+        self.write(move |c| {
+            let inserted = c
+                .prepare_cached(&format!(
+                    "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING"
+                ))
+                .and_then(|mut s| {
+                    s.execute(params![
+                        k.id,
+                        k.tenant_id.as_ref().map(TenantId::as_str),
+                        k.name,
+                        k.service_name,
+                        k.key_hash,
+                        k.created_at.as_micros(),
+                        k.revoked_at.map(Timestamp::as_micros),
+                    ])
+                })
+                .map_err(db)?;
+            if inserted == 0 {
+                return Err(Error::AlreadyExists(format!("api key {}", k.id)));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, Error> {
+        let hash = key_hash.to_owned();
+        self.read(move |c| {
+            first(c, &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?1"), [hash], decode_key)
+        })
+        .await
+    }
+
+    async fn api_keys(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiKey>, Error> {
+        let tenant = tenant.map(|t| t.as_str().to_owned());
+        self.read(move |c| {
+            all(
+                c,
+                &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id IS ?1 ORDER BY id"),
+                [tenant],
+                decode_key,
+            )
+        })
+        .await
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<bool, Error> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            c.prepare_cached("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![id, at.as_micros()]))
+                .map_err(db)
+                .map(|n| n > 0)
+        })
+        .await
+    }
+
+    async fn append(&self, records: &[LedgerRecord]) -> Result<Vec<Appended>, Error> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records = records.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let mut out = Vec::with_capacity(records.len());
+            {
+                let mut insert = tx.prepare_cached(INSERT_RECORD).map_err(db)?;
+                for r in &records {
+                    let e = &r.event;
+                    let inserted = insert
+                        .execute(params![
+                            e.tenant_id.as_str(),
+                            e.event_id.as_str(),
+                            e.timestamp.as_micros(),
+                            r.decided_at.as_micros(),
+                            r.counted,
+                            signed(r.decision.credits_charged, "credits_charged")?,
+                            e.service_name,
+                            e.endpoint,
+                            e.method.as_str(),
+                            signed(e.credits_used, "credits_used")?,
+                            e.premium,
+                            e.feature,
+                            e.region,
+                            // The fingerprint's bits, as SQLite integers are signed.
+                            e.fingerprint as i64,
+                            r.status,
+                            to_json(&r.decision, "decision")?,
+                        ])
+                        .map_err(db)?;
+                    if inserted == 1 {
+                        out.push(Appended::Inserted);
+                    } else {
+                        let key = [e.tenant_id.as_str(), e.event_id.as_str()];
+                        let stored =
+                            first(&tx, SELECT_RECORD, key, decode_record)?.ok_or_else(|| corrupt("ledger record"))?;
+                        out.push(Appended::Duplicate(Box::new(stored)));
+                    }
+                }
+            }
+            tx.commit().map_err(db)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn record(&self, tenant: &TenantId, event_id: &EventId) -> Result<Option<LedgerRecord>, Error> {
+        let (tenant, id) = (tenant.as_str().to_owned(), event_id.as_str().to_owned());
+        self.read(move |c| first(c, SELECT_RECORD, [tenant, id], decode_record)).await
+    }
+
+    async fn records(&self, query: &LedgerQuery) -> Result<Vec<LedgerRecord>, Error> {
+        let (sql, args) = records_sql(query);
+        self.read(move |c| all(c, &sql, params_from_iter(args), decode_record)).await
+    }
+
+    async fn usage_totals(
+        &self,
+        tenant: &TenantId,
+        basis: TimeBasis,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<UsageTotals, Error> {
+        let tenant = tenant.as_str().to_owned();
+        let sql = match basis {
+            TimeBasis::Event => TOTALS_BY_EVENT,
+            TimeBasis::Decided => TOTALS_BY_DECISION,
+        };
+        let (calls, credits) = self
+            .read(move |c| {
+                c.prepare_cached(sql)
+                    .and_then(|mut s| {
+                        s.query_row(params![tenant, from.as_micros(), to.as_micros()], |row| {
+                            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+                        })
+                    })
+                    .map_err(db)
+            })
+            .await?;
+        Ok(UsageTotals { calls: unsigned(calls, "call count")?, credits: unsigned(credits, "credit total")? })
+    }
+
+    async fn prune(&self, before: Timestamp) -> Result<u64, Error> {
+        let mut removed = 0;
+        loop {
+            // One transaction per chunk, so a large prune never holds the writer for long.
+            let n = self
+                .write(move |c| {
+                    c.prepare_cached(PRUNE)
+                        .and_then(|mut s| s.execute(params![before.as_micros(), limit(PRUNE_CHUNK)]))
+                        .map_err(db)
+                })
+                .await?;
+            removed += n as u64;
+            if n < PRUNE_CHUNK {
+                return Ok(removed);
+            }
+        }
+    }
+
+    async fn add_grant(&self, grant: &Grant) -> Result<(), Error> {
+        let g = grant.clone();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO grants (tenant_id, period_start, period_end, amount, reason, at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    g.tenant_id.as_str(),
+                    g.period.start.as_micros(),
+                    g.period.end.as_micros(),
+                    g.amount,
+                    g.reason,
+                    g.at.as_micros(),
+                ])
+            })
+            .map_err(db)
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn granted(&self, tenant: &TenantId, period_start: Timestamp) -> Result<i64, Error> {
+        let tenant = tenant.as_str().to_owned();
+        self.read(move |c| {
+            c.prepare_cached("SELECT COALESCE(SUM(amount), 0) FROM grants WHERE tenant_id = ?1 AND period_start = ?2")
+                .and_then(|mut s| s.query_row(params![tenant, period_start.as_micros()], |row| row.get(0)))
+                .map_err(db)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::path::PathBuf;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+    use crate::event::Method;
+
+    /// What SQLite plans for `sql`, one line per step.
+    fn query_plan(sql: &str, args: &[Value]) -> String {
+        let mut c = Connection::open_in_memory().unwrap();
+        migrate(&mut c).unwrap();
+        let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt.query_map(params_from_iter(args), |r| r.get::<_, String>(3)).unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join(" | ")
+    }
+
+    fn temp_file(name: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("metering-core-{}-{name}.db", std::process::id()));
+        remove(&path);
+        path
+    }
+
+    fn remove(path: &Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    #[test]
+    fn usage_totals_are_one_covering_index_range_scan() {
+        let args = [Value::Text("t".into()), Value::Integer(0), Value::Integer(1)];
+        assert_eq!(
+            query_plan(TOTALS_BY_EVENT, &args),
+            "SEARCH ledger USING COVERING INDEX ledger_tenant_time (tenant_id=? AND ts>? AND ts<?)"
+        );
+        assert_eq!(
+            query_plan(TOTALS_BY_DECISION, &args),
+            "SEARCH ledger USING COVERING INDEX ledger_counted_decided (tenant_id=? AND decided_at>? AND decided_at<?)"
+        );
+    }
+
+    #[test]
+    fn listings_follow_an_index_without_sorting() {
+        let before = Some((Timestamp::EPOCH, EventId::new("e").unwrap()));
+        let cases = [
+            (
+                LedgerQuery { tenant: Some(TenantId::new("t").unwrap()), before: before.clone(), ..Default::default() },
+                "SEARCH ledger USING INDEX ledger_tenant_time (tenant_id=? AND (ts,event_id)<(?,?))",
+            ),
+            (
+                LedgerQuery {
+                    tenant: Some(TenantId::new("t").unwrap()),
+                    method: Some(Method::Get),
+                    from: Some(Timestamp::EPOCH),
+                    to: Some(Timestamp::EPOCH),
+                    ..Default::default()
+                },
+                "SEARCH ledger USING INDEX ledger_tenant_time (tenant_id=? AND ts>? AND ts<?)",
+            ),
+            (
+                LedgerQuery { service: Some("s".into()), before, ..Default::default() },
+                "SEARCH ledger USING INDEX ledger_time ((ts,event_id)<(?,?))",
+            ),
+        ];
+        for (query, plan) in cases {
+            let (sql, args) = records_sql(&query);
+            assert_eq!(query_plan(&sql, &args), plan);
+        }
+        let prune = query_plan(PRUNE, &[Value::Integer(0), Value::Integer(1)]);
+        assert!(prune.ends_with("SEARCH ledger USING COVERING INDEX ledger_time (ts<?)"), "{prune}");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_garbage_reported_without_sql() {
+        let path = temp_file("newer");
+        drop(SqliteRecords::open(&path).unwrap());
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        let Err(Error::Corrupt(message)) = SqliteRecords::open(&path) else { panic!("a newer schema was opened") };
+        assert!(message.contains("99"), "{message}");
+        remove(&path);
+
+        let path = temp_file("garbage");
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let message = match SqliteRecords::open(&path) {
+            Err(e @ (Error::Corrupt(_) | Error::Unavailable(_))) => e.to_string(),
+            Err(e) => panic!("unexpected error {e:?}"),
+            Ok(_) => panic!("a garbage file was opened"),
+        };
+        assert!(!message.contains("PRAGMA") && !message.contains("SELECT"), "{message}");
+        remove(&path);
+    }
+
+    #[test]
+    fn reopening_keeps_the_schema_version() {
+        let path = temp_file("version");
+        drop(SqliteRecords::open(&path).unwrap());
+        drop(SqliteRecords::open(&path).unwrap());
+        let c = Connection::open(&path).unwrap();
+        let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let mode: String = c.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        assert_eq!((version, mode.as_str()), (MIGRATIONS.len() as i64, "wal"));
+        remove(&path);
+    }
+
+    #[test]
+    fn works_without_a_tokio_runtime() {
+        fn block_on<F: Future>(f: F) -> F::Output {
+            let mut f = pin!(f);
+            let mut cx = Context::from_waker(Waker::noop());
+            loop {
+                if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                    return v;
+                }
+            }
+        }
+        let store = SqliteRecords::open_in_memory().unwrap();
+        block_on(store.put_plan(&Plan::free())).unwrap();
+        assert_eq!(block_on(store.plan(&Plan::free().id)).unwrap(), Some(Plan::free()));
+        block_on(store.ping()).unwrap();
+    }
+}

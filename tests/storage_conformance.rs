@@ -1,0 +1,745 @@
+//! One conformance suite for [`RecordStore`], run against every backend.
+//!
+//! Each check in [`checks`] is an async function over an `Arc<dyn RecordStore>` and knows
+//! nothing of the backend behind it; `conformance!` instantiates every check for one
+//! backend, and a durable backend also gets the restart check. A new backend (Redis,
+//! MongoDB) is one more `conformance!` line at the bottom, and must pass unchanged.
+//!
+//! `cargo test --test storage_conformance`
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use metering::core::store::RecordStore;
+use metering::core::store::memory::MemoryRecords;
+#[cfg(feature = "sqlite")]
+use metering::core::store::sqlite::SqliteRecords;
+
+/// A store under test, and what must outlive it.
+struct Subject {
+    store: Arc<dyn RecordStore>,
+    _files: Option<TempDb>,
+}
+
+/// A database file in the system temp dir, removed (with its WAL files) on drop.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!("metering-conformance-{}-{}.db", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let db = TempDb(std::env::temp_dir().join(name));
+        db.remove();
+        db
+    }
+
+    fn remove(&self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+fn memory() -> Subject {
+    Subject { store: Arc::new(MemoryRecords::new()), _files: None }
+}
+
+#[cfg(feature = "sqlite")]
+fn sqlite_in_memory() -> Subject {
+    Subject { store: Arc::new(SqliteRecords::open_in_memory().expect("open sqlite in memory")), _files: None }
+}
+
+#[cfg(feature = "sqlite")]
+fn sqlite_file() -> Subject {
+    let file = TempDb::new();
+    Subject { store: Arc::new(SqliteRecords::open(&file.0).expect("open sqlite file")), _files: Some(file) }
+}
+
+/// Opens the same file again each time it is called.
+#[cfg(feature = "sqlite")]
+fn sqlite_file_reopener() -> (impl Fn() -> Arc<dyn RecordStore>, TempDb) {
+    let file = TempDb::new();
+    let path = file.0.clone();
+    (move || Arc::new(SqliteRecords::open(&path).expect("open sqlite file")) as Arc<dyn RecordStore>, file)
+}
+
+/// Instantiates every check of [`checks`] for one backend.
+///
+/// `open` makes a fresh [`Subject`]; `reopen`, for a durable backend, makes a function
+/// that opens the same storage again each time it is called (plus what must outlive it).
+macro_rules! conformance {
+    ($(#[$attr:meta])* $backend:ident, open: $open:expr $(, reopen: $reopen:expr)? $(,)?) => {
+        conformance!(@suite $(#[$attr])* $backend, $open, [
+            plans_are_put_read_listed_and_replaced,
+            tenants_are_inserted_once_updated_and_paged,
+            users_are_unique_by_id_and_email,
+            api_keys_are_found_listed_and_revoked,
+            append_writes_each_key_once_and_returns_the_stored_twin,
+            records_apply_every_filter_newest_first,
+            records_page_with_the_cursor,
+            records_are_capped_per_page,
+            usage_totals_count_only_counted_records_on_either_basis,
+            prune_deletes_records_older_than_the_cut,
+            prune_handles_many_records,
+            grants_are_summed_per_tenant_and_period,
+            ping_answers,
+            concurrent_appends_insert_each_key_exactly_once,
+        ] $(, $reopen)?);
+    };
+    (@suite $(#[$attr:meta])* $backend:ident, $open:expr, [$($check:ident),* $(,)?] $(, $reopen:expr)?) => {
+        $(#[$attr])*
+        mod $backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let subject: Subject = ($open)();
+                    checks::$check(Arc::clone(&subject.store)).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn a_restart_loses_nothing() {
+                    let (open, _files) = ($reopen)();
+                    checks::a_restart_loses_nothing(open).await;
+                }
+            )?
+        }
+    };
+}
+
+conformance!(memory, open: memory);
+conformance!(#[cfg(feature = "sqlite")] sqlite_in_memory, open: sqlite_in_memory);
+conformance!(#[cfg(feature = "sqlite")] sqlite_file, open: sqlite_file, reopen: sqlite_file_reopener);
+
+/// The checks, written against [`RecordStore`] only.
+mod checks {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::num::NonZeroU32;
+    use std::sync::Arc;
+
+    use metering::core::account::{ApiKey, Role, User};
+    use metering::core::decision::{Decision, DenyReason, WindowStatus};
+    use metering::core::event::{EventId, Method, TimeBounds, UsageEvent};
+    use metering::core::ledger::{Appended, Grant, LedgerQuery, LedgerRecord, TimeBasis, UsageTotals};
+    use metering::core::plan::{Limit, Per, Plan, PlanId, PremiumAccess};
+    use metering::core::pricing::PricingRule;
+    use metering::core::store::RecordStore;
+    use metering::core::tenant::{BillingAnchor, Period, Tenant, TenantId, TenantOverrides, TenantStatus};
+    use metering::core::{Error, Timestamp};
+
+    type Store = Arc<dyn RecordStore>;
+
+    /// The records a query should return, as a predicate.
+    type Filter = Box<dyn Fn(&LedgerRecord) -> bool>;
+
+    /// `secs` seconds after 2026-03-14T12:00:00Z (before it when negative).
+    fn t(secs: i64) -> Timestamp {
+        let start = Timestamp::from_datetime("2026-03-14T12:00:00Z".parse().expect("instant"));
+        Timestamp::from_micros(start.as_micros() + secs * 1_000_000)
+    }
+
+    fn tid(id: &str) -> TenantId {
+        TenantId::new(id).expect("tenant id")
+    }
+
+    fn eid(id: &str) -> EventId {
+        EventId::new(id).expect("event id")
+    }
+
+    fn tenant(id: &str) -> Tenant {
+        Tenant::new(tid(id), PlanId::new("free").expect("plan id"), t(0))
+    }
+
+    fn user(id: &str, tenant: &str, email: &str) -> User {
+        User {
+            id: id.into(),
+            tenant_id: tid(tenant),
+            email: email.into(),
+            password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${id}"),
+            role: Role::User,
+            created_at: t(1),
+        }
+    }
+
+    fn key(id: &str, tenant: Option<&str>, hash: &str) -> ApiKey {
+        ApiKey {
+            id: id.into(),
+            tenant_id: tenant.map(tid),
+            name: format!("key {id}"),
+            service_name: None,
+            key_hash: hash.into(),
+            created_at: t(2),
+            revoked_at: None,
+        }
+    }
+
+    /// A ledger record under construction: an admitted, counted call charged 2 credits.
+    struct Rec(LedgerRecord);
+
+    impl Rec {
+        fn new(tenant: &str, id: &str, at: i64) -> Rec {
+            let ts = t(at);
+            let raw = UsageEvent {
+                region: Some("eu-west".into()),
+                timestamp: Some(ts),
+                ..UsageEvent::new(tenant, "notes", "/notes/{id}", "GET").with_event_id(id).with_credits(2)
+            };
+            let event = raw.validate_at(ts, &TimeBounds::default()).expect("a valid event");
+            let decision = Decision {
+                event_id: event.event_id.clone(),
+                allowed: true,
+                reason: None,
+                credits_charged: 2,
+                credits_remaining: 98,
+                limits: vec![WindowStatus { window: Per::Day, limit: 10, remaining: 9, reset: 43_200 }],
+                retry_after: None,
+            };
+            Rec(LedgerRecord { event, decided_at: ts, decision, status: Some(200), counted: true })
+        }
+
+        fn service(mut self, service: &str) -> Rec {
+            self.0.event.service_name = service.into();
+            self
+        }
+
+        fn endpoint(mut self, endpoint: &str) -> Rec {
+            self.0.event.endpoint = endpoint.into();
+            self
+        }
+
+        fn method(mut self, method: Method) -> Rec {
+            self.0.event.method = method;
+            self
+        }
+
+        fn decided(mut self, at: i64) -> Rec {
+            self.0.decided_at = t(at);
+            self
+        }
+
+        fn charged(mut self, credits: u64) -> Rec {
+            self.0.decision.credits_charged = credits;
+            self
+        }
+
+        fn premium(mut self) -> Rec {
+            self.0.event.premium = true;
+            self.0.event.feature = Some("gpt-4".into());
+            self.0.event.region = None;
+            self
+        }
+
+        /// Denied: not counted, nothing charged.
+        fn denied(mut self) -> Rec {
+            let d = &mut self.0.decision;
+            (d.allowed, d.reason, d.credits_charged, d.retry_after) =
+                (false, Some(DenyReason::RateLimited), 0, Some(17));
+            self.0.counted = false;
+            self.0.status = None;
+            self
+        }
+
+        /// Admitted but given back (an upstream error): its decision still says charged.
+        fn given_back(mut self) -> Rec {
+            self.0.counted = false;
+            self.0.status = Some(503);
+            self
+        }
+
+        fn build(self) -> LedgerRecord {
+            self.0
+        }
+    }
+
+    fn key_of(r: &LedgerRecord) -> (TenantId, EventId) {
+        (r.event.tenant_id.clone(), r.event.event_id.clone())
+    }
+
+    /// `all` filtered by `keep`, newest first by `(timestamp, event_id)`, at most `limit`.
+    fn expected(all: &[LedgerRecord], keep: impl Fn(&LedgerRecord) -> bool, limit: usize) -> Vec<LedgerRecord> {
+        let mut v: Vec<LedgerRecord> = all.iter().filter(|r| keep(r)).cloned().collect();
+        v.sort_by(|a, b| (b.event.timestamp, &b.event.event_id).cmp(&(a.event.timestamp, &a.event.event_id)));
+        v.truncate(limit);
+        v
+    }
+
+    fn ids(tenants: &[Tenant]) -> Vec<&str> {
+        tenants.iter().map(|t| t.id.as_str()).collect()
+    }
+
+    fn by_id(mut keys: Vec<ApiKey>) -> Vec<ApiKey> {
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        keys
+    }
+
+    async fn append_all(s: &Store, records: &[LedgerRecord], batch: usize) {
+        for chunk in records.chunks(batch) {
+            let out = s.append(chunk).await.expect("append");
+            assert!(out.iter().all(|a| *a == Appended::Inserted), "fresh records must all be inserted");
+        }
+    }
+
+    pub(super) async fn plans_are_put_read_listed_and_replaced(s: Store) {
+        assert_eq!(s.plans().await.unwrap(), Vec::new());
+        let pro = Plan::pro()
+            .with_overdraft(50)
+            .with_rule(PricingRule::fixed(3).for_endpoint("/search").for_region("eu-west"))
+            .with_rule(PricingRule::fixed(1).per_unit(2).for_feature("gpt-4"));
+        let custom = Plan::new(PlanId::new("custom").unwrap(), 7)
+            .with_limit(NonZeroU32::new(5).unwrap(), Per::Second)
+            .with_limit(NonZeroU32::new(900).unwrap(), Per::Month)
+            .with_premium(PremiumAccess::Features(BTreeSet::from(["gpt-4".to_owned(), "vision".to_owned()])));
+        for p in [&pro, &Plan::free(), &custom] {
+            s.put_plan(p).await.unwrap();
+        }
+        assert_eq!(s.plan(&pro.id).await.unwrap(), Some(pro.clone()));
+        assert_eq!(s.plan(&custom.id).await.unwrap(), Some(custom.clone()));
+        assert_eq!(s.plan(&PlanId::new("missing").unwrap()).await.unwrap(), None);
+        assert_eq!(s.plans().await.unwrap(), vec![custom.clone(), Plan::free(), pro.clone()], "every plan, by id");
+
+        let mut cheaper = Plan::free();
+        cheaper.name = "Free (2027)".into();
+        cheaper.monthly_credits = 50;
+        cheaper.limits = vec![Limit::new(3, Per::Minute).unwrap()];
+        s.put_plan(&cheaper).await.unwrap();
+        assert_eq!(s.plan(&cheaper.id).await.unwrap(), Some(cheaper.clone()), "put replaces");
+        assert_eq!(s.plans().await.unwrap(), vec![custom, cheaper, pro]);
+    }
+
+    pub(super) async fn tenants_are_inserted_once_updated_and_paged(s: Store) {
+        let acme = tenant("acme");
+        s.insert_tenant(&acme).await.unwrap();
+        let again = Tenant { name: "Another Acme".into(), ..acme.clone() };
+        assert!(matches!(s.insert_tenant(&again).await, Err(Error::AlreadyExists(_))));
+        assert_eq!(s.tenant(&acme.id).await.unwrap(), Some(acme.clone()), "the first insert stands");
+
+        let changed = Tenant {
+            name: "ACME Corp.".into(),
+            plan: PlanId::new("pro").unwrap(),
+            region: Some("eu-west".into()),
+            status: TenantStatus::Suspended,
+            billing_anchor: BillingAnchor::new(15).unwrap(),
+            overrides: TenantOverrides {
+                monthly_credits: Some(7),
+                limits: Some(vec![Limit::new(3, Per::Minute).unwrap(), Limit::new(100, Per::Day).unwrap()]),
+                premium: Some(PremiumAccess::All),
+                overdraft: Some(2),
+                pricing: vec![PricingRule::fixed(2).for_feature("gpt-4")],
+            },
+            ..acme.clone()
+        };
+        s.update_tenant(&changed).await.unwrap();
+        assert_eq!(s.tenant(&acme.id).await.unwrap(), Some(changed.clone()));
+
+        let ghost = tenant("ghost");
+        assert!(matches!(s.update_tenant(&ghost).await, Err(Error::UnknownTenant(id)) if id == ghost.id));
+        assert_eq!(s.tenant(&ghost.id).await.unwrap(), None, "an update does not create");
+
+        for id in ["delta", "bravo", "echo", "charlie", "alpha"] {
+            s.insert_tenant(&tenant(id)).await.unwrap();
+        }
+        let everyone = s.tenants(None, 100).await.unwrap();
+        assert_eq!(ids(&everyone), ["acme", "alpha", "bravo", "charlie", "delta", "echo"]);
+        assert_eq!(everyone[0], changed);
+        let first = s.tenants(None, 4).await.unwrap();
+        assert_eq!(ids(&first), ["acme", "alpha", "bravo", "charlie"]);
+        let second = s.tenants(Some(&first[3].id), 4).await.unwrap();
+        assert_eq!(ids(&second), ["delta", "echo"]);
+        assert_eq!(s.tenants(Some(&second[1].id), 4).await.unwrap(), Vec::new());
+        assert_eq!(ids(&s.tenants(Some(&tid("b")), 2).await.unwrap()), ["bravo", "charlie"], "after an absent id");
+        assert_eq!(s.tenants(None, 0).await.unwrap(), Vec::new());
+    }
+
+    pub(super) async fn users_are_unique_by_id_and_email(s: Store) {
+        let ann = user("u-1", "acme", "ann@example.com");
+        s.insert_user(&ann).await.unwrap();
+        let same_id = user("u-1", "acme", "other@example.com");
+        assert!(matches!(s.insert_user(&same_id).await, Err(Error::AlreadyExists(_))));
+        let same_email = user("u-9", "beta", "ann@example.com");
+        assert!(matches!(s.insert_user(&same_email).await, Err(Error::AlreadyExists(_))));
+        assert_eq!(s.user("u-1").await.unwrap(), Some(ann.clone()));
+        assert_eq!(s.user("u-9").await.unwrap(), None);
+        assert_eq!(s.user_by_email("ann@example.com").await.unwrap(), Some(ann.clone()));
+        assert_eq!(s.user_by_email("nobody@example.com").await.unwrap(), None);
+
+        let bob = User { role: Role::Admin, ..user("u-2", "beta", "bob@example.com") };
+        s.insert_user(&bob).await.unwrap();
+        assert_eq!(s.user_by_email("bob@example.com").await.unwrap(), Some(bob.clone()));
+
+        let renamed = User {
+            email: "ann.smith@example.com".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$bmV3$rehashed".into(),
+            role: Role::Admin,
+            ..ann.clone()
+        };
+        s.update_user(&renamed).await.unwrap();
+        assert_eq!(s.user("u-1").await.unwrap(), Some(renamed.clone()));
+        assert_eq!(s.user_by_email("ann.smith@example.com").await.unwrap(), Some(renamed.clone()));
+        assert_eq!(s.user_by_email("ann@example.com").await.unwrap(), None, "the old e-mail no longer finds her");
+
+        let stealing = User { email: "bob@example.com".into(), ..renamed.clone() };
+        assert!(matches!(s.update_user(&stealing).await, Err(Error::AlreadyExists(_))));
+        assert_eq!(s.user("u-1").await.unwrap(), Some(renamed), "a refused update changes nothing");
+        assert_eq!(s.user_by_email("bob@example.com").await.unwrap(), Some(bob));
+
+        assert!(s.update_user(&user("u-404", "acme", "ghost@example.com")).await.is_err(), "no such user");
+        assert_eq!(s.user("u-404").await.unwrap(), None, "an update does not create");
+
+        let carol = user("u-3", "acme", "ann@example.com");
+        s.insert_user(&carol).await.unwrap();
+        assert_eq!(s.user_by_email("ann@example.com").await.unwrap(), Some(carol), "a freed e-mail can be taken");
+    }
+
+    pub(super) async fn api_keys_are_found_listed_and_revoked(s: Store) {
+        let k1 = key("k-1", Some("acme"), "hash-1");
+        let k2 = ApiKey { service_name: Some("notes".into()), ..key("k-2", Some("acme"), "hash-2") };
+        let k3 = key("k-3", Some("beta"), "hash-3");
+        let service = key("k-svc", None, "hash-svc");
+        for k in [&k2, &service, &k1, &k3] {
+            s.insert_api_key(k).await.unwrap();
+        }
+        let same_id = key("k-1", Some("beta"), "hash-new");
+        assert!(matches!(s.insert_api_key(&same_id).await, Err(Error::AlreadyExists(_))));
+        let same_hash = key("k-new", Some("beta"), "hash-1");
+        assert!(matches!(s.insert_api_key(&same_hash).await, Err(Error::AlreadyExists(_))));
+        assert_eq!(s.api_key_by_hash("hash-new").await.unwrap(), None, "a refused key is not stored");
+
+        assert_eq!(s.api_key_by_hash("hash-2").await.unwrap(), Some(k2.clone()));
+        assert_eq!(s.api_key_by_hash("hash-svc").await.unwrap(), Some(service.clone()));
+        assert_eq!(s.api_key_by_hash("nope").await.unwrap(), None);
+        assert_eq!(by_id(s.api_keys(Some(&tid("acme"))).await.unwrap()), vec![k1.clone(), k2.clone()]);
+        assert_eq!(s.api_keys(Some(&tid("beta"))).await.unwrap(), vec![k3]);
+        assert_eq!(s.api_keys(None).await.unwrap(), vec![service.clone()], "service keys only");
+        assert_eq!(s.api_keys(Some(&tid("nobody"))).await.unwrap(), Vec::new());
+
+        assert!(s.revoke_api_key("k-1", t(10)).await.unwrap());
+        let revoked = ApiKey { revoked_at: Some(t(10)), ..k1.clone() };
+        assert_eq!(s.api_key_by_hash("hash-1").await.unwrap(), Some(revoked.clone()));
+        assert!(s.revoke_api_key("k-1", t(20)).await.unwrap());
+        assert_eq!(s.api_key_by_hash("hash-1").await.unwrap(), Some(revoked.clone()), "the first revocation stands");
+        assert!(!s.revoke_api_key("k-404", t(10)).await.unwrap());
+        assert_eq!(by_id(s.api_keys(Some(&tid("acme"))).await.unwrap()), vec![revoked, k2]);
+        assert!(s.revoke_api_key("k-svc", t(30)).await.unwrap());
+        assert_eq!(s.api_keys(None).await.unwrap(), vec![ApiKey { revoked_at: Some(t(30)), ..service }]);
+    }
+
+    pub(super) async fn append_writes_each_key_once_and_returns_the_stored_twin(s: Store) {
+        assert_eq!(s.append(&[]).await.unwrap(), Vec::new());
+        let a1 = Rec::new("acme", "e-1", 0).build();
+        let a2 = Rec::new("acme", "e-2", 1).premium().build();
+        let b1 = Rec::new("beta", "e-1", 2).denied().build();
+        let out = s.append(&[a1.clone(), a2.clone(), b1.clone()]).await.unwrap();
+        assert_eq!(out, vec![Appended::Inserted; 3], "the same event_id under another tenant is another key");
+
+        let a3 = Rec::new("acme", "e-3", 3).build();
+        let a3_twin = Rec::new("acme", "e-3", 4).charged(5).build();
+        let out = s.append(&[a3.clone(), a3_twin]).await.unwrap();
+        assert_eq!(out, vec![Appended::Inserted, Appended::Duplicate(Box::new(a3.clone()))], "inside one batch");
+
+        let a1_again = Rec::new("acme", "e-1", 9).denied().build();
+        let a4 = Rec::new("acme", "e-4", 5).given_back().build();
+        let out = s.append(&[a1_again, a4.clone()]).await.unwrap();
+        assert_eq!(out, vec![Appended::Duplicate(Box::new(a1.clone())), Appended::Inserted], "across batches");
+
+        for r in [&a1, &a2, &a3, &a4, &b1] {
+            let (tenant, id) = key_of(r);
+            assert_eq!(s.record(&tenant, &id).await.unwrap().as_ref(), Some(r), "every field round-trips");
+        }
+        assert_eq!(s.record(&tid("acme"), &eid("e-404")).await.unwrap(), None);
+        assert_eq!(s.record(&tid("nobody"), &eid("e-1")).await.unwrap(), None);
+        let all = s.records(&LedgerQuery::default()).await.unwrap();
+        assert_eq!(all, vec![a4, a3, b1, a2, a1], "one record per key, newest first");
+    }
+
+    /// 40 records over two tenants, two services, three endpoints, two methods and 13
+    /// instants (many ties), with event ids whose order is not the insertion order.
+    fn mixed_ledger() -> Vec<LedgerRecord> {
+        (0..40)
+            .map(|i: i64| {
+                let tenant = if i % 3 == 0 { "beta" } else { "acme" };
+                let id = format!("ev-{:02}", (i * 17) % 40);
+                let mut r = Rec::new(tenant, &id, (i * 7) % 13)
+                    .service(if i % 4 < 2 { "notes" } else { "search" })
+                    .endpoint(["/notes", "/notes/{id}", "/search"][(i % 3) as usize])
+                    .method(if i % 2 == 0 { Method::Get } else { Method::Post });
+                if i % 5 == 0 {
+                    r = r.denied();
+                }
+                r.build()
+            })
+            .collect()
+    }
+
+    pub(super) async fn records_apply_every_filter_newest_first(s: Store) {
+        let all = mixed_ledger();
+        append_all(&s, &all, 7).await;
+        let acme = tid("acme");
+        let q = LedgerQuery::default;
+        let cases: Vec<(LedgerQuery, Filter)> = vec![
+            (q(), Box::new(|_| true)),
+            (LedgerQuery { tenant: Some(acme.clone()), ..q() }, Box::new(|r| r.event.tenant_id.as_str() == "acme")),
+            (LedgerQuery { service: Some("search".into()), ..q() }, Box::new(|r| r.event.service_name == "search")),
+            (
+                LedgerQuery { endpoint: Some("/notes/{id}".into()), ..q() },
+                Box::new(|r| r.event.endpoint == "/notes/{id}"),
+            ),
+            (LedgerQuery { method: Some(Method::Post), ..q() }, Box::new(|r| r.event.method == Method::Post)),
+            (
+                LedgerQuery { from: Some(t(3)), to: Some(t(9)), ..q() },
+                Box::new(|r| r.event.timestamp >= t(3) && r.event.timestamp < t(9)),
+            ),
+            (
+                LedgerQuery {
+                    tenant: Some(tid("beta")),
+                    service: Some("notes".into()),
+                    method: Some(Method::Get),
+                    from: Some(t(2)),
+                    ..q()
+                },
+                Box::new(|r| {
+                    r.event.tenant_id.as_str() == "beta"
+                        && r.event.service_name == "notes"
+                        && r.event.method == Method::Get
+                        && r.event.timestamp >= t(2)
+                }),
+            ),
+            (
+                LedgerQuery { tenant: Some(acme.clone()), endpoint: Some("/search".into()), to: Some(t(6)), ..q() },
+                Box::new(|r| {
+                    r.event.tenant_id.as_str() == "acme" && r.event.endpoint == "/search" && r.event.timestamp < t(6)
+                }),
+            ),
+            (LedgerQuery { tenant: Some(tid("nobody")), ..q() }, Box::new(|_| false)),
+            (LedgerQuery { from: Some(t(5)), to: Some(t(5)), ..q() }, Box::new(|_| false)),
+        ];
+        for (query, keep) in cases {
+            let want = expected(&all, keep, query.limit);
+            assert_eq!(s.records(&query).await.unwrap(), want, "{query:?}");
+        }
+        let five = s.records(&LedgerQuery { limit: 5, ..q() }).await.unwrap();
+        assert_eq!(five, expected(&all, |_| true, 5));
+        assert_eq!(s.records(&LedgerQuery { limit: 0, ..q() }).await.unwrap(), Vec::new());
+    }
+
+    pub(super) async fn records_page_with_the_cursor(s: Store) {
+        let all = mixed_ledger();
+        append_all(&s, &all, 11).await;
+        for tenant in [None, Some(tid("acme"))] {
+            let want = expected(&all, |r| tenant.as_ref().is_none_or(|t| *t == r.event.tenant_id), usize::MAX);
+            let mut got = Vec::new();
+            let mut before = None;
+            for _ in 0..=want.len() {
+                let query =
+                    LedgerQuery { tenant: tenant.clone(), before: before.clone(), limit: 6, ..Default::default() };
+                let page = s.records(&query).await.unwrap();
+                assert!(page.len() <= 6);
+                let Some(last) = page.last() else { break };
+                before = Some((last.event.timestamp, last.event.event_id.clone()));
+                got.extend(page);
+            }
+            assert_eq!(got, want, "pages of {tenant:?} join up to the whole listing, newest first, once each");
+        }
+        let cut = (t(6), eid("ev-20"));
+        let query = LedgerQuery { before: Some(cut.clone()), limit: 1_000, ..Default::default() };
+        let want = expected(&all, |r| (r.event.timestamp, &r.event.event_id) < (cut.0, &cut.1), usize::MAX);
+        assert_eq!(s.records(&query).await.unwrap(), want, "a cursor that is not a stored record");
+    }
+
+    pub(super) async fn records_are_capped_per_page(s: Store) {
+        let all: Vec<LedgerRecord> = (0..LedgerQuery::MAX_LIMIT as i64 + 5)
+            .map(|i| Rec::new("acme", &format!("e-{i:05}"), i % 600).build())
+            .collect();
+        append_all(&s, &all, 500).await;
+        let page = s.records(&LedgerQuery { limit: usize::MAX, ..Default::default() }).await.unwrap();
+        assert_eq!(page, expected(&all, |_| true, LedgerQuery::MAX_LIMIT));
+    }
+
+    pub(super) async fn usage_totals_count_only_counted_records_on_either_basis(s: Store) {
+        let records = [
+            Rec::new("acme", "c-1", 0).build(),
+            Rec::new("acme", "c-2", 10).decided(100).charged(3).build(),
+            Rec::new("acme", "c-3", 5).denied().build(),
+            Rec::new("acme", "c-4", 6).charged(4).given_back().build(),
+            Rec::new("acme", "c-5", 20).charged(1).build(),
+            Rec::new("beta", "c-1", 5).charged(50).build(),
+        ];
+        s.append(&records).await.unwrap();
+        let acme = tid("acme");
+        let totals = |calls, credits| UsageTotals { calls, credits };
+        let cases = [
+            (TimeBasis::Event, 0, 20, totals(2, 5)),
+            (TimeBasis::Event, 0, 21, totals(3, 6)),
+            (TimeBasis::Event, 1, 20, totals(1, 3)),
+            (TimeBasis::Event, 5, 7, totals(0, 0)),
+            (TimeBasis::Event, 5, 5, totals(0, 0)),
+            (TimeBasis::Decided, 0, 21, totals(2, 3)),
+            (TimeBasis::Decided, 100, 101, totals(1, 3)),
+            (TimeBasis::Decided, 20, 100, totals(1, 1)),
+            (TimeBasis::Decided, -1000, 1000, totals(3, 6)),
+        ];
+        for (basis, from, to, want) in cases {
+            let got = s.usage_totals(&acme, basis, t(from), t(to)).await.unwrap();
+            assert_eq!(got, want, "{basis:?} [{from}, {to})");
+        }
+        assert_eq!(s.usage_totals(&tid("beta"), TimeBasis::Event, t(0), t(21)).await.unwrap(), totals(1, 50));
+        let nobody = s.usage_totals(&tid("nobody"), TimeBasis::Decided, t(-1000), t(1000)).await.unwrap();
+        assert_eq!(nobody, UsageTotals::default());
+    }
+
+    pub(super) async fn prune_deletes_records_older_than_the_cut(s: Store) {
+        let old = Rec::new("acme", "p-1", -100).build();
+        let edge = Rec::new("acme", "p-2", -50).build();
+        let other = Rec::new("beta", "p-1", -60).denied().build();
+        let now = Rec::new("acme", "p-3", 0).build();
+        let later = Rec::new("beta", "p-4", 10).build();
+        s.append(&[now.clone(), old.clone(), later.clone(), edge.clone(), other.clone()]).await.unwrap();
+
+        assert_eq!(s.prune(t(-50)).await.unwrap(), 2, "strictly before the cut, every tenant");
+        assert_eq!(s.record(&tid("acme"), &eid("p-1")).await.unwrap(), None);
+        assert_eq!(s.record(&tid("beta"), &eid("p-1")).await.unwrap(), None);
+        assert_eq!(s.record(&tid("acme"), &eid("p-2")).await.unwrap(), Some(edge.clone()));
+        assert_eq!(s.prune(t(0)).await.unwrap(), 1);
+        assert_eq!(s.prune(t(0)).await.unwrap(), 0);
+        assert_eq!(s.records(&LedgerQuery::default()).await.unwrap(), vec![later, now.clone()]);
+        let totals = s.usage_totals(&tid("acme"), TimeBasis::Event, t(-1000), t(1000)).await.unwrap();
+        assert_eq!(totals, UsageTotals { calls: 1, credits: 2 }, "pruned records no longer count");
+
+        assert_eq!(s.append(&[old]).await.unwrap(), vec![Appended::Inserted], "a pruned key is free again");
+        assert_eq!(s.append(std::slice::from_ref(&now)).await.unwrap(), vec![Appended::Duplicate(Box::new(now))]);
+    }
+
+    pub(super) async fn prune_handles_many_records(s: Store) {
+        let old: Vec<LedgerRecord> = (0..12_345)
+            .map(|i| Rec::new(if i % 2 == 0 { "acme" } else { "beta" }, &format!("old-{i}"), -3600 + i % 3000).build())
+            .collect();
+        append_all(&s, &old, 1_000).await;
+        let kept = Rec::new("acme", "kept", 0).build();
+        s.append(std::slice::from_ref(&kept)).await.unwrap();
+        assert_eq!(s.prune(t(0)).await.unwrap(), 12_345);
+        assert_eq!(s.records(&LedgerQuery { limit: 10, ..Default::default() }).await.unwrap(), vec![kept]);
+    }
+
+    pub(super) async fn grants_are_summed_per_tenant_and_period(s: Store) {
+        let p1 = Period { start: t(0), end: t(1_000) };
+        let p2 = Period { start: t(1_000), end: t(2_000) };
+        let grant = |tenant: &str, period, amount| Grant {
+            tenant_id: tid(tenant),
+            period,
+            amount,
+            reason: format!("support ticket {amount}"),
+            at: t(5),
+        };
+        assert_eq!(s.granted(&tid("acme"), p1.start).await.unwrap(), 0);
+        for g in [grant("acme", p1, 50), grant("acme", p1, -20), grant("acme", p2, 7), grant("beta", p1, 100)] {
+            s.add_grant(&g).await.unwrap();
+        }
+        assert_eq!(s.granted(&tid("acme"), p1.start).await.unwrap(), 30);
+        assert_eq!(s.granted(&tid("acme"), p2.start).await.unwrap(), 7);
+        assert_eq!(s.granted(&tid("beta"), p1.start).await.unwrap(), 100);
+        assert_eq!(s.granted(&tid("beta"), p2.start).await.unwrap(), 0);
+        assert_eq!(s.granted(&tid("acme"), t(500)).await.unwrap(), 0, "matched on the period start");
+        assert_eq!(s.granted(&tid("nobody"), p1.start).await.unwrap(), 0);
+    }
+
+    pub(super) async fn ping_answers(s: Store) {
+        s.ping().await.unwrap();
+    }
+
+    pub(super) async fn concurrent_appends_insert_each_key_exactly_once(s: Store) {
+        const KEYS: usize = 120;
+        let tasks: Vec<_> = (0..6)
+            .map(|task| {
+                let s = Arc::clone(&s);
+                tokio::spawn(async move {
+                    let mut outcomes = Vec::new();
+                    for batch in 0..4 {
+                        let records: Vec<LedgerRecord> = (0..30)
+                            .map(|j| {
+                                let k = (task * 37 + batch * 30 + j) % KEYS;
+                                Rec::new("acme", &format!("k-{k:03}"), task as i64).build()
+                            })
+                            .collect();
+                        let out = s.append(&records).await.unwrap();
+                        outcomes.extend(records.into_iter().zip(out));
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        let mut inserted = BTreeMap::<EventId, usize>::new();
+        let mut duplicates = Vec::new();
+        for task in tasks {
+            for (record, outcome) in task.await.unwrap() {
+                match outcome {
+                    Appended::Inserted => *inserted.entry(record.event.event_id).or_default() += 1,
+                    Appended::Duplicate(first) => duplicates.push(first),
+                }
+            }
+        }
+        assert_eq!(inserted.len(), KEYS, "every key inserted");
+        assert!(inserted.values().all(|&n| n == 1), "no key inserted twice");
+        let stored = s.records(&LedgerQuery { limit: 1_000, ..Default::default() }).await.unwrap();
+        assert_eq!(stored.len(), KEYS);
+        for first in duplicates {
+            let (tenant, id) = key_of(&first);
+            assert_eq!(s.record(&tenant, &id).await.unwrap(), Some(*first), "a duplicate answers the stored record");
+        }
+    }
+
+    /// Everything written before closing is there after reopening.
+    pub(super) async fn a_restart_loses_nothing(open: impl Fn() -> Store) {
+        let s = open();
+        s.put_plan(&Plan::pro().with_rule(PricingRule::fixed(2).for_feature("gpt-4"))).await.unwrap();
+        s.put_plan(&Plan::free()).await.unwrap();
+        let acme = tenant("acme");
+        s.insert_tenant(&acme).await.unwrap();
+        s.insert_tenant(&tenant("beta")).await.unwrap();
+        let suspended = Tenant { status: TenantStatus::Suspended, ..acme.clone() };
+        s.update_tenant(&suspended).await.unwrap();
+        let ann = user("u-1", "acme", "ann@example.com");
+        s.insert_user(&ann).await.unwrap();
+        for k in [key("k-1", Some("acme"), "hash-1"), key("k-svc", None, "hash-svc")] {
+            s.insert_api_key(&k).await.unwrap();
+        }
+        s.revoke_api_key("k-1", t(30)).await.unwrap();
+        let records = [
+            Rec::new("acme", "r-1", 0).build(),
+            Rec::new("acme", "r-2", 1).denied().build(),
+            Rec::new("beta", "r-1", 2).premium().decided(3).build(),
+        ];
+        s.append(&records).await.unwrap();
+        let period = Period { start: t(0), end: t(1_000) };
+        let grant = Grant { tenant_id: acme.id.clone(), period, amount: 25, reason: "goodwill".into(), at: t(4) };
+        s.add_grant(&grant).await.unwrap();
+
+        let plans = s.plans().await.unwrap();
+        let tenants = s.tenants(None, 10).await.unwrap();
+        let keys = (by_id(s.api_keys(Some(&acme.id)).await.unwrap()), s.api_keys(None).await.unwrap());
+        let ledger = s.records(&LedgerQuery::default()).await.unwrap();
+        let totals = s.usage_totals(&acme.id, TimeBasis::Event, t(0), t(10)).await.unwrap();
+        drop(s);
+
+        let s = open();
+        assert_eq!(s.plans().await.unwrap(), plans);
+        assert_eq!(s.tenants(None, 10).await.unwrap(), tenants);
+        assert_eq!(s.tenant(&acme.id).await.unwrap(), Some(suspended));
+        assert_eq!(s.user_by_email("ann@example.com").await.unwrap(), Some(ann));
+        assert_eq!((by_id(s.api_keys(Some(&acme.id)).await.unwrap()), s.api_keys(None).await.unwrap()), keys);
+        assert_eq!(s.records(&LedgerQuery::default()).await.unwrap(), ledger);
+        assert_eq!(ledger.len(), 3);
+        assert_eq!(s.usage_totals(&acme.id, TimeBasis::Event, t(0), t(10)).await.unwrap(), totals);
+        assert_eq!(totals, UsageTotals { calls: 1, credits: 2 });
+        assert_eq!(s.granted(&acme.id, period.start).await.unwrap(), 25);
+        let out = s.append(&records[..1]).await.unwrap();
+        assert_eq!(out, vec![Appended::Duplicate(Box::new(records[0].clone()))], "keys stay unique after a restart");
+        assert!(matches!(s.insert_tenant(&acme).await, Err(Error::AlreadyExists(_))));
+    }
+}
