@@ -138,7 +138,7 @@ fn time_appends(rt: &Runtime, store: &dyn RecordStore, records: &mut Records, n:
     for _ in 0..iters {
         let batch = records.batch(n);
         let start = Instant::now();
-        let out = rt.block_on(store.append(&batch)).expect("append");
+        let out = rt.block_on(store.append(batch)).expect("append");
         spent += start.elapsed();
         assert_eq!(out.len(), n);
     }

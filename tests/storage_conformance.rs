@@ -282,7 +282,7 @@ mod checks {
 
     async fn append_all(s: &Store, records: &[LedgerRecord], batch: usize) {
         for chunk in records.chunks(batch) {
-            let out = s.append(chunk).await.expect("append");
+            let out = s.append(chunk.to_vec()).await.expect("append");
             assert!(out.iter().all(|a| *a == Appended::Inserted), "fresh records must all be inserted");
         }
     }
@@ -432,21 +432,21 @@ mod checks {
     }
 
     pub(super) async fn append_writes_each_key_once_and_returns_the_stored_twin(s: Store) {
-        assert_eq!(s.append(&[]).await.unwrap(), Vec::new());
+        assert_eq!(s.append(Vec::new()).await.unwrap(), Vec::new());
         let a1 = Rec::new("acme", "e-1", 0).build();
         let a2 = Rec::new("acme", "e-2", 1).premium().build();
         let b1 = Rec::new("beta", "e-1", 2).denied().build();
-        let out = s.append(&[a1.clone(), a2.clone(), b1.clone()]).await.unwrap();
+        let out = s.append(vec![a1.clone(), a2.clone(), b1.clone()]).await.unwrap();
         assert_eq!(out, vec![Appended::Inserted; 3], "the same event_id under another tenant is another key");
 
         let a3 = Rec::new("acme", "e-3", 3).build();
         let a3_twin = Rec::new("acme", "e-3", 4).charged(5).build();
-        let out = s.append(&[a3.clone(), a3_twin]).await.unwrap();
+        let out = s.append(vec![a3.clone(), a3_twin]).await.unwrap();
         assert_eq!(out, vec![Appended::Inserted, Appended::Duplicate(Box::new(a3.clone()))], "inside one batch");
 
         let a1_again = Rec::new("acme", "e-1", 9).denied().build();
         let a4 = Rec::new("acme", "e-4", 5).given_back().build();
-        let out = s.append(&[a1_again, a4.clone()]).await.unwrap();
+        let out = s.append(vec![a1_again, a4.clone()]).await.unwrap();
         assert_eq!(out, vec![Appended::Duplicate(Box::new(a1.clone())), Appended::Inserted], "across batches");
 
         for r in [&a1, &a2, &a3, &a4, &b1] {
@@ -571,7 +571,7 @@ mod checks {
             Rec::new("acme", "c-5", 20).charged(1).build(),
             Rec::new("beta", "c-1", 5).charged(50).build(),
         ];
-        s.append(&records).await.unwrap();
+        s.append(records.to_vec()).await.unwrap();
         let acme = tid("acme");
         let totals = |calls, credits| UsageTotals { calls, credits };
         let cases = [
@@ -600,7 +600,7 @@ mod checks {
         let other = Rec::new("beta", "p-1", -60).denied().build();
         let now = Rec::new("acme", "p-3", 0).build();
         let later = Rec::new("beta", "p-4", 10).build();
-        s.append(&[now.clone(), old.clone(), later.clone(), edge.clone(), other.clone()]).await.unwrap();
+        s.append(vec![now.clone(), old.clone(), later.clone(), edge.clone(), other.clone()]).await.unwrap();
 
         assert_eq!(s.prune(t(-50)).await.unwrap(), 2, "strictly before the cut, every tenant");
         assert_eq!(s.record(&tid("acme"), &eid("p-1")).await.unwrap(), None);
@@ -612,8 +612,8 @@ mod checks {
         let totals = s.usage_totals(&tid("acme"), TimeBasis::Event, t(-1000), t(1000)).await.unwrap();
         assert_eq!(totals, UsageTotals { calls: 1, credits: 2 }, "pruned records no longer count");
 
-        assert_eq!(s.append(&[old]).await.unwrap(), vec![Appended::Inserted], "a pruned key is free again");
-        assert_eq!(s.append(std::slice::from_ref(&now)).await.unwrap(), vec![Appended::Duplicate(Box::new(now))]);
+        assert_eq!(s.append(vec![old]).await.unwrap(), vec![Appended::Inserted], "a pruned key is free again");
+        assert_eq!(s.append(vec![now.clone()]).await.unwrap(), vec![Appended::Duplicate(Box::new(now))]);
     }
 
     pub(super) async fn prune_handles_many_records(s: Store) {
@@ -622,7 +622,7 @@ mod checks {
             .collect();
         append_all(&s, &old, 1_000).await;
         let kept = Rec::new("acme", "kept", 0).build();
-        s.append(std::slice::from_ref(&kept)).await.unwrap();
+        s.append(vec![kept.clone()]).await.unwrap();
         assert_eq!(s.prune(t(0)).await.unwrap(), 12_345);
         assert_eq!(s.records(&LedgerQuery { limit: 10, ..Default::default() }).await.unwrap(), vec![kept]);
     }
@@ -667,7 +667,7 @@ mod checks {
                                 Rec::new("acme", &format!("k-{k:03}"), task as i64).build()
                             })
                             .collect();
-                        let out = s.append(&records).await.unwrap();
+                        let out = s.append(records.clone()).await.unwrap();
                         outcomes.extend(records.into_iter().zip(out));
                     }
                     outcomes
@@ -715,7 +715,7 @@ mod checks {
             Rec::new("acme", "r-2", 1).denied().build(),
             Rec::new("beta", "r-1", 2).premium().decided(3).build(),
         ];
-        s.append(&records).await.unwrap();
+        s.append(records.to_vec()).await.unwrap();
         let period = Period { start: t(0), end: t(1_000) };
         let grant = Grant { tenant_id: acme.id.clone(), period, amount: 25, reason: "goodwill".into(), at: t(4) };
         s.add_grant(&grant).await.unwrap();
@@ -738,7 +738,7 @@ mod checks {
         assert_eq!(s.usage_totals(&acme.id, TimeBasis::Event, t(0), t(10)).await.unwrap(), totals);
         assert_eq!(totals, UsageTotals { calls: 1, credits: 2 });
         assert_eq!(s.granted(&acme.id, period.start).await.unwrap(), 25);
-        let out = s.append(&records[..1]).await.unwrap();
+        let out = s.append(records[..1].to_vec()).await.unwrap();
         assert_eq!(out, vec![Appended::Duplicate(Box::new(records[0].clone()))], "keys stay unique after a restart");
         assert!(matches!(s.insert_tenant(&acme).await, Err(Error::AlreadyExists(_))));
     }

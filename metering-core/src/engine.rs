@@ -257,12 +257,7 @@ impl Engine {
         let (decision, counted) = (record.decision.clone(), record.counted);
         let appended = match &self.inner.writer {
             Some(w) => w.append(record).await,
-            None => self
-                .inner
-                .records
-                .append(std::slice::from_ref(&record))
-                .await
-                .map(|mut v| v.pop().unwrap_or(Appended::Inserted)),
+            None => self.inner.records.append(vec![record]).await.map(|mut v| v.pop().unwrap_or(Appended::Inserted)),
         };
         match appended {
             Ok(Appended::Inserted) => Ok(decision),

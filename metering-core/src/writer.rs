@@ -87,7 +87,7 @@ async fn run(store: Arc<dyn RecordStore>, mut rx: mpsc::Receiver<Job>, max_batch
             }
         }
         if !records.is_empty() {
-            match store.append(&records).await {
+            match store.append(records).await {
                 Ok(outcomes) => {
                     for (ack, outcome) in acks.into_iter().zip(outcomes) {
                         if let Some(ack) = ack {

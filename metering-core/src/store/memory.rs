@@ -476,17 +476,16 @@ impl RecordStore for MemoryRecords {
         })
     }
 
-    async fn append(&self, records: &[LedgerRecord]) -> Result<Vec<Appended>, Error> {
+    async fn append(&self, records: Vec<LedgerRecord>) -> Result<Vec<Appended>, Error> {
         let mut out = Vec::with_capacity(records.len());
         for r in records {
-            let tenant = &r.event.tenant_id;
-            let mut shard = self.ledger.shard(tenant).lock();
-            let ledger = shard.entry(tenant.clone()).or_default();
+            let mut shard = self.ledger.shard(&r.event.tenant_id).lock();
+            let ledger = shard.entry(r.event.tenant_id.clone()).or_default();
             match ledger.by_id.get(&r.event.event_id) {
                 Some(&i) => out.push(Appended::Duplicate(Box::new(ledger.records[i].clone()))),
                 None => {
                     ledger.by_id.insert(r.event.event_id.clone(), ledger.records.len());
-                    ledger.records.push(r.clone());
+                    ledger.records.push(r);
                     out.push(Appended::Inserted);
                 }
             }

@@ -66,7 +66,7 @@ pub trait RecordStore: Send + Sync + 'static {
 
     /// Appends records in one transaction; a record whose `(tenant, event_id)` is already
     /// stored is not written again and its stored twin is returned instead.
-    async fn append(&self, records: &[LedgerRecord]) -> Result<Vec<Appended>, Error>;
+    async fn append(&self, records: Vec<LedgerRecord>) -> Result<Vec<Appended>, Error>;
     /// One record by key.
     async fn record(&self, tenant: &TenantId, event_id: &EventId) -> Result<Option<LedgerRecord>, Error>;
     /// Records matching a query, newest first.

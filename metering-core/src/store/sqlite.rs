@@ -772,11 +772,10 @@ impl RecordStore for SqliteRecords {
         .await
     }
 
-    async fn append(&self, records: &[LedgerRecord]) -> Result<Vec<Appended>, Error> {
+    async fn append(&self, records: Vec<LedgerRecord>) -> Result<Vec<Appended>, Error> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let records = records.to_vec();
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
             let mut out = Vec::with_capacity(records.len());
