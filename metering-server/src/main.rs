@@ -18,21 +18,23 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let state = match AppState::open(&settings).await {
+    let listen = settings.listen;
+    let data_dir = settings.data_dir.clone();
+    let state = match AppState::open(settings).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("metering-server: cannot open storage in {}: {e}", settings.data_dir.display());
+            eprintln!("metering-server: cannot open storage in {}: {e}", data_dir.display());
             return ExitCode::FAILURE;
         }
     };
-    let listener = match tokio::net::TcpListener::bind(settings.listen).await {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("metering-server: cannot listen on {}: {e}", settings.listen);
+            eprintln!("metering-server: cannot listen on {listen}: {e}");
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(listen = %settings.listen, data_dir = %settings.data_dir.display(), "metering-server ready");
+    tracing::info!(%listen, data_dir = %data_dir.display(), "metering-server ready");
     match run(listener, state, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

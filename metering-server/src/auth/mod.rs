@@ -1,0 +1,5 @@
+//! Authentication: passwords, tokens, API keys, and the [`Caller`] extractor.
+
+mod caller;
+
+pub use caller::{ActsFor, Caller, Credential};
