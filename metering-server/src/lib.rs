@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod error;
+mod metrics;
 mod routes;
 mod settings;
 mod state;
@@ -64,6 +65,7 @@ pub fn app(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::internal("a handler panicked"))
         }))
+        .layer(axum::middleware::from_fn(metrics::track_requests))
         .layer(TraceLayer::new_for_http())
 }
 
