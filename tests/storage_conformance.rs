@@ -91,6 +91,12 @@ macro_rules! conformance {
             grants_are_summed_per_tenant_and_period,
             ping_answers,
             concurrent_appends_insert_each_key_exactly_once,
+            users_of_a_tenant_are_listed_by_email,
+            usage_summary_groups_every_way,
+            usage_summary_counts_denied_and_charged_credits,
+            refresh_tokens_work_once_until_they_expire_or_are_revoked,
+            concurrent_uses_of_a_refresh_token_succeed_once,
+            audit_entries_page_newest_first,
         ] $(, $reopen)?);
     };
     (@suite $(#[$attr:meta])* $backend:ident, $open:expr, [$($check:ident),* $(,)?] $(, $reopen:expr)?) => {
@@ -125,10 +131,13 @@ mod checks {
     use std::num::NonZeroU32;
     use std::sync::Arc;
 
-    use metering::core::account::{ApiKey, Role, User};
+    use metering::core::account::{ApiKey, RefreshToken, Role, User};
+    use metering::core::audit::AuditEntry;
     use metering::core::decision::{Decision, DenyReason, WindowStatus};
     use metering::core::event::{EventId, Method, TimeBounds, UsageEvent};
-    use metering::core::ledger::{Appended, Grant, LedgerQuery, LedgerRecord, TimeBasis, UsageTotals};
+    use metering::core::ledger::{
+        Appended, Grant, GroupBy, LedgerQuery, LedgerRecord, TimeBasis, UsageGroup, UsageTotals,
+    };
     use metering::core::plan::{Limit, Per, Plan, PlanId, PremiumAccess};
     use metering::core::pricing::PricingRule;
     use metering::core::store::RecordStore;
@@ -694,6 +703,230 @@ mod checks {
         }
     }
 
+    pub(super) async fn users_of_a_tenant_are_listed_by_email(s: Store) {
+        assert_eq!(s.users_of_tenant(&tid("acme")).await.unwrap(), Vec::new());
+        let users = [
+            user("u-1", "acme", "zoe@example.com"),
+            user("u-2", "beta", "bob@example.com"),
+            User { role: Role::Admin, ..user("u-3", "acme", "ann@example.com") },
+            user("u-4", "acme", "max@example.com"),
+        ];
+        for u in &users {
+            s.insert_user(u).await.unwrap();
+        }
+        let acme = s.users_of_tenant(&tid("acme")).await.unwrap();
+        assert_eq!(acme, vec![users[2].clone(), users[3].clone(), users[0].clone()], "by e-mail");
+        assert_eq!(s.users_of_tenant(&tid("beta")).await.unwrap(), vec![users[1].clone()]);
+        let moved = User { tenant_id: tid("beta"), ..users[3].clone() };
+        s.update_user(&moved).await.unwrap();
+        assert_eq!(s.users_of_tenant(&tid("acme")).await.unwrap(), vec![users[2].clone(), users[0].clone()]);
+        assert_eq!(s.users_of_tenant(&tid("beta")).await.unwrap(), vec![users[1].clone(), moved]);
+        assert_eq!(s.users_of_tenant(&tid("nobody")).await.unwrap(), Vec::new());
+    }
+
+    /// The summary of `all` a backend must give: a reference implementation, in memory.
+    fn summarize(all: &[LedgerRecord], q: &LedgerQuery, by: GroupBy, limit: usize) -> Vec<UsageGroup> {
+        let q = LedgerQuery { before: None, ..q.clone() };
+        let mut groups = BTreeMap::<String, UsageGroup>::new();
+        for r in all.iter().filter(|r| q.matches(r)) {
+            let e = &r.event;
+            let key = match by {
+                GroupBy::Service => e.service_name.clone(),
+                GroupBy::Endpoint => e.endpoint.clone(),
+                GroupBy::Method => e.method.as_str().to_owned(),
+                GroupBy::Day => e.timestamp.to_datetime().format("%Y-%m-%d").to_string(),
+                GroupBy::Tenant => e.tenant_id.as_str().to_owned(),
+                GroupBy::Reason => r.decision.reason.map_or("allowed", |d| d.as_str()).to_owned(),
+            };
+            let g = groups.entry(key.clone()).or_insert(UsageGroup { key, calls: 0, denied: 0, credits: 0 });
+            g.calls += 1;
+            g.denied += u64::from(!r.decision.allowed);
+            g.credits += if r.counted { r.decision.credits_charged } else { 0 };
+        }
+        let mut groups: Vec<UsageGroup> = groups.into_values().collect();
+        if by != GroupBy::Day {
+            groups.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.key.cmp(&b.key)));
+        }
+        groups.truncate(limit.min(UsageGroup::MAX_GROUPS));
+        groups
+    }
+
+    pub(super) async fn usage_summary_groups_every_way(s: Store) {
+        let mut all = mixed_ledger();
+        // Spread over days (before and after midnight UTC) with every kind of outcome.
+        let day = 86_400;
+        for (i, at) in [-43_201, -43_200, -43_199, day, 3 * day, 3 * day + 1].into_iter().enumerate() {
+            let mut r = Rec::new(if i % 2 == 0 { "acme" } else { "gamma" }, &format!("d-{i}"), at).charged(i as u64);
+            r = match i {
+                1 => r.given_back(),
+                4 => r.denied(),
+                _ => r,
+            };
+            let mut r = r.build();
+            if i == 5 {
+                (r.decision.allowed, r.decision.reason, r.decision.credits_charged) =
+                    (false, Some(DenyReason::InsufficientCredits), 0);
+                r.counted = false;
+            }
+            all.push(r);
+        }
+        append_all(&s, &all, 9).await;
+        let q = LedgerQuery::default;
+        let queries = [
+            q(),
+            LedgerQuery { tenant: Some(tid("acme")), ..q() },
+            LedgerQuery { tenant: Some(tid("acme")), from: Some(t(3)), to: Some(t(9)), ..q() },
+            LedgerQuery { service: Some("notes".into()), method: Some(Method::Get), ..q() },
+            LedgerQuery { endpoint: Some("/search".into()), from: Some(t(-43_200)), ..q() },
+            LedgerQuery { before: Some((t(5), eid("ev-10"))), limit: 1, ..q() },
+            LedgerQuery { tenant: Some(tid("nobody")), ..q() },
+        ];
+        let every =
+            [GroupBy::Service, GroupBy::Endpoint, GroupBy::Method, GroupBy::Day, GroupBy::Tenant, GroupBy::Reason];
+        for query in &queries {
+            for by in every {
+                for limit in [1_000, 2, 0] {
+                    let want = summarize(&all, query, by, limit);
+                    assert_eq!(s.usage_summary(query, by, limit).await.unwrap(), want, "{by:?} {limit} {query:?}");
+                }
+            }
+        }
+        let days = s.usage_summary(&q(), GroupBy::Day, 10).await.unwrap();
+        let keys: Vec<&str> = days.iter().map(|g| g.key.as_str()).collect();
+        assert_eq!(keys, ["2026-03-13", "2026-03-14", "2026-03-15", "2026-03-17"], "days in date order, UTC");
+        let reasons = s.usage_summary(&q(), GroupBy::Reason, 10).await.unwrap();
+        let keys: Vec<&str> = reasons.iter().map(|g| g.key.as_str()).collect();
+        assert_eq!(keys, ["allowed", "rate_limited", "insufficient_credits"]);
+    }
+
+    pub(super) async fn usage_summary_counts_denied_and_charged_credits(s: Store) {
+        let records = vec![
+            Rec::new("acme", "s-1", 0).charged(3).build(),
+            Rec::new("acme", "s-2", 1).charged(4).given_back().build(),
+            Rec::new("acme", "s-3", 2).denied().build(),
+            Rec::new("acme", "s-4", 3).endpoint("/search").method(Method::Post).charged(7).build(),
+            Rec::new("acme", "s-5", 4).endpoint("/search").method(Method::Post).denied().build(),
+            Rec::new("acme", "s-6", 5).endpoint("/search").method(Method::Post).charged(1).build(),
+            Rec::new("beta", "s-1", 6).charged(100).build(),
+        ];
+        s.append(records).await.unwrap();
+        let acme = LedgerQuery { tenant: Some(tid("acme")), ..Default::default() };
+        let group = |key: &str, calls, denied, credits| UsageGroup { key: key.into(), calls, denied, credits };
+        assert_eq!(
+            s.usage_summary(&acme, GroupBy::Endpoint, 10).await.unwrap(),
+            vec![group("/notes/{id}", 3, 1, 3), group("/search", 3, 1, 8)],
+            "ties by key; a given-back call counts as a call but charges nothing"
+        );
+        assert_eq!(
+            s.usage_summary(&acme, GroupBy::Method, 1).await.unwrap(),
+            vec![group("GET", 3, 1, 3)],
+            "at most `limit` groups"
+        );
+        assert_eq!(
+            s.usage_summary(&acme, GroupBy::Reason, 10).await.unwrap(),
+            vec![group("allowed", 4, 0, 11), group("rate_limited", 2, 2, 0)]
+        );
+        assert_eq!(
+            s.usage_summary(&LedgerQuery::default(), GroupBy::Tenant, usize::MAX).await.unwrap(),
+            vec![group("acme", 6, 2, 11), group("beta", 1, 0, 100)]
+        );
+        assert_eq!(
+            s.usage_summary(&LedgerQuery::default(), GroupBy::Day, 10).await.unwrap(),
+            vec![group("2026-03-14", 7, 2, 111)]
+        );
+    }
+
+    fn token(id: &str, user: &str, expires: i64) -> RefreshToken {
+        RefreshToken { id: id.into(), user_id: user.into(), issued_at: t(0), expires_at: t(expires) }
+    }
+
+    pub(super) async fn refresh_tokens_work_once_until_they_expire_or_are_revoked(s: Store) {
+        let (r1, r2, r3, r4) =
+            (token("r-1", "u-1", 100), token("r-2", "u-1", 100), token("r-3", "u-1", 10), token("r-4", "u-2", 100));
+        for r in [&r1, &r2, &r3, &r4] {
+            s.insert_refresh_token(r).await.unwrap();
+        }
+        let same_id = token("r-1", "u-2", 500);
+        assert!(matches!(s.insert_refresh_token(&same_id).await, Err(Error::AlreadyExists(_))));
+
+        assert_eq!(s.consume_refresh_token("r-1", t(50)).await.unwrap(), Some(r1.clone()), "the first stored");
+        assert_eq!(s.consume_refresh_token("r-1", t(51)).await.unwrap(), None, "used up");
+        assert_eq!(s.consume_refresh_token("r-404", t(50)).await.unwrap(), None);
+        assert_eq!(s.consume_refresh_token("r-2", t(100)).await.unwrap(), None, "expired at its expiry");
+
+        assert_eq!(s.revoke_refresh_tokens("u-1").await.unwrap(), 2, "the unused ones, expired or not");
+        assert_eq!(s.consume_refresh_token("r-2", t(20)).await.unwrap(), None, "revoked");
+        assert_eq!(s.consume_refresh_token("r-3", t(5)).await.unwrap(), None, "revoked");
+        assert_eq!(s.revoke_refresh_tokens("u-1").await.unwrap(), 0);
+        assert_eq!(s.revoke_refresh_tokens("u-404").await.unwrap(), 0);
+        assert_eq!(s.consume_refresh_token("r-4", t(99)).await.unwrap(), Some(r4), "another user's stays valid");
+
+        let r5 = token("r-5", "u-1", 200);
+        s.insert_refresh_token(&r5).await.unwrap();
+        assert_eq!(s.consume_refresh_token("r-5", t(150)).await.unwrap(), Some(r5), "a new token after a revocation");
+    }
+
+    pub(super) async fn concurrent_uses_of_a_refresh_token_succeed_once(s: Store) {
+        for round in 0..10 {
+            let id = format!("race-{round}");
+            s.insert_refresh_token(&token(&id, "u-1", 100)).await.unwrap();
+            let tasks: Vec<_> = (0..8)
+                .map(|_| {
+                    let (s, id) = (Arc::clone(&s), id.clone());
+                    tokio::spawn(async move { s.consume_refresh_token(&id, t(1)).await.unwrap() })
+                })
+                .collect();
+            let mut winners = 0;
+            for task in tasks {
+                winners += usize::from(task.await.unwrap().is_some());
+            }
+            assert_eq!(winners, 1, "round {round}: exactly one use succeeds");
+        }
+    }
+
+    pub(super) async fn audit_entries_page_newest_first(s: Store) {
+        assert_eq!(s.audit(None, 10).await.unwrap(), Vec::new());
+        let entry = |id: &str, at: i64| AuditEntry {
+            id: id.into(),
+            at: t(at),
+            actor: "u-admin".into(),
+            action: "tenant.update".into(),
+            target: format!("acme-{id}"),
+            before: (at % 2 == 0).then(|| serde_json::json!({ "status": "active", "n": at })),
+            after: Some(serde_json::json!({ "status": "suspended", "tags": ["a", "b"], "nested": { "x": null } })),
+        };
+        // Ids time-ordered, several entries per instant, appended out of order.
+        let mut all: Vec<AuditEntry> = (0..25).map(|i| entry(&format!("0190-{i:03}"), i / 3)).collect();
+        all.swap(3, 17);
+        all.swap(0, 24);
+        for e in &all {
+            s.append_audit(e).await.unwrap();
+        }
+        let dup = entry("0190-005", 99);
+        assert!(matches!(s.append_audit(&dup).await, Err(Error::AlreadyExists(_))));
+
+        let mut newest_first = all.clone();
+        newest_first.sort_by(|a, b| (b.at, &b.id).cmp(&(a.at, &a.id)));
+        assert_eq!(s.audit(None, 100).await.unwrap(), newest_first, "every field round-trips");
+        let mut got = Vec::new();
+        let mut before: Option<String> = None;
+        for _ in 0..=newest_first.len() {
+            let page = s.audit(before.as_deref(), 4).await.unwrap();
+            assert!(page.len() <= 4);
+            let Some(last) = page.last() else { break };
+            before = Some(last.id.clone());
+            got.extend(page);
+        }
+        assert_eq!(got, newest_first, "pages join up, once each");
+        assert_eq!(s.audit(Some("no-such-id"), 10).await.unwrap(), Vec::new(), "an unknown cursor");
+        assert_eq!(s.audit(None, 0).await.unwrap(), Vec::new());
+
+        for i in 25..1_030 {
+            s.append_audit(&entry(&format!("0191-{i:04}"), 100)).await.unwrap();
+        }
+        assert_eq!(s.audit(None, usize::MAX).await.unwrap().len(), 1_000, "capped at 1,000");
+    }
+
     /// Everything written before closing is there after reopening.
     pub(super) async fn a_restart_loses_nothing(open: impl Fn() -> Store) {
         let s = open();
@@ -719,6 +952,19 @@ mod checks {
         let period = Period { start: t(0), end: t(1_000) };
         let grant = Grant { tenant_id: acme.id.clone(), period, amount: 25, reason: "goodwill".into(), at: t(4) };
         s.add_grant(&grant).await.unwrap();
+        s.insert_refresh_token(&token("r-1", "u-1", 100)).await.unwrap();
+        s.insert_refresh_token(&token("r-2", "u-1", 100)).await.unwrap();
+        assert!(s.consume_refresh_token("r-1", t(5)).await.unwrap().is_some());
+        let audit = AuditEntry {
+            id: "0190-001".into(),
+            at: t(6),
+            actor: "u-1".into(),
+            action: "tenant.suspend".into(),
+            target: "acme".into(),
+            before: Some(serde_json::json!({ "status": "active" })),
+            after: None,
+        };
+        s.append_audit(&audit).await.unwrap();
 
         let plans = s.plans().await.unwrap();
         let tenants = s.tenants(None, 10).await.unwrap();
@@ -741,5 +987,9 @@ mod checks {
         let out = s.append(records[..1].to_vec()).await.unwrap();
         assert_eq!(out, vec![Appended::Duplicate(Box::new(records[0].clone()))], "keys stay unique after a restart");
         assert!(matches!(s.insert_tenant(&acme).await, Err(Error::AlreadyExists(_))));
+        assert_eq!(s.consume_refresh_token("r-1", t(7)).await.unwrap(), None, "a used token stays used");
+        assert_eq!(s.consume_refresh_token("r-2", t(7)).await.unwrap(), Some(token("r-2", "u-1", 100)));
+        assert_eq!(s.audit(None, 10).await.unwrap(), vec![audit]);
+        assert_eq!(s.users_of_tenant(&acme.id).await.unwrap().len(), 1);
     }
 }

@@ -63,3 +63,16 @@ pub struct ApiKey {
     /// When the key was revoked, if it was.
     pub revoked_at: Option<Timestamp>,
 }
+
+/// A refresh token's record; the token itself is never stored, only its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshToken {
+    /// The token's id (the lookup key the token carries).
+    pub id: String,
+    /// The user it was issued to.
+    pub user_id: String,
+    /// When it was issued.
+    pub issued_at: Timestamp,
+    /// When it stops working.
+    pub expires_at: Timestamp,
+}

@@ -104,6 +104,48 @@ impl LedgerQuery {
     }
 }
 
+/// How to group usage in a summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    /// By service name.
+    Service,
+    /// By endpoint.
+    Endpoint,
+    /// By HTTP method (`GET`, ...).
+    Method,
+    /// By UTC day of the event timestamp (`YYYY-MM-DD`).
+    Day,
+    /// By tenant id.
+    Tenant,
+    /// By denial reason (`rate_limited`, ...), `allowed` for allowed calls.
+    Reason,
+}
+
+/// One group of a usage summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageGroup {
+    /// The group's key: a service, endpoint, method, day (`YYYY-MM-DD`), tenant or reason.
+    pub key: String,
+    /// Every recorded call in the group, allowed and denied.
+    pub calls: u64,
+    /// The denied calls.
+    pub denied: u64,
+    /// Credits charged by counted records.
+    pub credits: u64,
+}
+
+impl UsageGroup {
+    /// The cap on the groups of one summary.
+    pub const MAX_GROUPS: usize = 1_000;
+}
+
+/// The `YYYY-MM-DD` UTC day of an instant (the key of [`GroupBy::Day`]).
+#[cfg(any(feature = "memory", feature = "sqlite"))]
+pub(crate) fn day_key(at: Timestamp) -> String {
+    at.to_datetime().format("%Y-%m-%d").to_string()
+}
+
 /// A credit grant (positive) or claw-back (negative) for a tenant's period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {

@@ -24,6 +24,7 @@
 //! | `sqlite` | no | [`store::sqlite`]: durable records in one SQLite file (WAL) |
 
 pub mod account;
+pub mod audit;
 pub mod clock;
 pub mod decision;
 pub mod engine;
@@ -42,15 +43,17 @@ mod writer;
 #[repr(align(128))]
 pub(crate) struct Padded<T>(pub(crate) T);
 
-pub use account::{ApiKey, Role, User};
+pub use account::{ApiKey, RefreshToken, Role, User};
+pub use audit::AuditEntry;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use decision::{Decision, DenyReason, WindowStatus};
 pub use engine::{Balance, Engine, EngineBuilder, Outcome, Ticket};
 pub use error::{Error, FieldError, FieldProblem, PlanError};
 pub use event::{Event, EventId, Method, TimeBounds, UsageEvent};
-pub use ledger::{LedgerQuery, LedgerRecord};
+pub use ledger::{GroupBy, LedgerQuery, LedgerRecord, UsageGroup};
 pub use plan::{Limit, Per, Plan, PlanId, PremiumAccess};
 pub use policy::Policy;
 pub use pricing::PricingRule;
+pub use store::{LockoutPolicy, LoginGuard};
 pub use tenant::{BillingAnchor, Period, Tenant, TenantId, TenantOverrides, TenantStatus};
 pub use writer::GroupCommit;

@@ -1,6 +1,6 @@
 //! In-process backends: [`MemoryHot`] (hot counters) and [`MemoryRecords`] (records).
 //!
-//! Both are sharded by tenant so that threads deciding for different tenants rarely meet
+//! Both are sharded by tenant (login counters, rarely written, share one lock) so that threads deciding for different tenants rarely meet
 //! on a lock, and no lock is ever held across an `.await`. Nothing survives the process.
 
 use std::collections::hash_map::Entry;
@@ -13,21 +13,25 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use crate::Padded;
-use crate::account::{ApiKey, User};
+use crate::account::{ApiKey, RefreshToken, User};
+use crate::audit::AuditEntry;
 use crate::clock::Timestamp;
 use crate::decision::{Decision, DenyReason, WindowStatus};
 use crate::error::Error;
 use crate::event::EventId;
-use crate::ledger::{Appended, Grant, LedgerQuery, LedgerRecord, TimeBasis, UsageTotals};
+use crate::ledger::{Appended, Grant, GroupBy, LedgerQuery, LedgerRecord, TimeBasis, UsageGroup, UsageTotals, day_key};
 use crate::limit::{Check, check_quota, check_smooth, next_tat, previous_tat};
 use crate::plan::{Per, Plan, PlanId};
-use crate::store::{Admission, Admitted, HotSnapshot, HotStore, PeriodCredits, RecordStore};
+use crate::store::{Admission, Admitted, HotSnapshot, HotStore, LockoutPolicy, LoginGuard, PeriodCredits, RecordStore};
 use crate::tenant::{Period, Tenant, TenantId};
 
 const SHARDS: usize = 64;
 
 /// The calendar windows and billing periods kept per tenant (older ones are dropped).
 const KEPT_WINDOWS: usize = 4;
+
+/// The most login keys [`MemoryHot`] keeps (expired ones go first when full, then the oldest).
+const MAX_LOGINS: usize = 100_000;
 
 type Map<K, V> = HashMap<K, V, RandomState>;
 
@@ -56,6 +60,8 @@ pub struct MemoryHot {
     tenants: Sharded<Counters>,
     ids: RandomState,
     max_remembered: usize,
+    logins: Mutex<Logins>,
+    max_logins: usize,
 }
 
 impl MemoryHot {
@@ -67,7 +73,13 @@ impl MemoryHot {
     /// An empty store remembering at most `max` `event_id`s per tenant (oldest forgotten
     /// first; the ledger still refuses duplicates of forgotten ones).
     pub fn with_max_remembered(max: usize) -> Self {
-        MemoryHot { tenants: Sharded::new(), ids: RandomState::default(), max_remembered: max.max(1) }
+        MemoryHot {
+            tenants: Sharded::new(),
+            ids: RandomState::default(),
+            max_remembered: max.max(1),
+            logins: Mutex::new(Logins::default()),
+            max_logins: MAX_LOGINS,
+        }
     }
 }
 
@@ -253,6 +265,71 @@ impl Counters {
     }
 }
 
+/// Login failures and locks by key.
+#[derive(Default)]
+struct Logins {
+    keys: Map<String, Login>,
+    /// Counts writes, to tell the oldest entries.
+    writes: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Login {
+    failures: u32,
+    locked_until: Option<Timestamp>,
+    /// When the entry stops mattering: the end of its lock, or else of its window.
+    expires_at: Timestamp,
+    /// The write that last changed it.
+    written: u64,
+}
+
+impl Login {
+    fn guard(&self, now: Timestamp) -> LoginGuard {
+        if self.expires_at <= now {
+            LoginGuard::default()
+        } else {
+            LoginGuard { failures: self.failures, locked_until: self.locked_until }
+        }
+    }
+}
+
+impl Logins {
+    fn failed(&mut self, key: &str, now: Timestamp, policy: LockoutPolicy, max: usize) -> LoginGuard {
+        self.writes += 1;
+        let written = self.writes;
+        let previous = self.keys.get(key).copied().filter(|l| l.expires_at > now);
+        let mut login =
+            previous.unwrap_or(Login { failures: 0, locked_until: None, expires_at: now.plus(policy.window), written });
+        login.failures = login.failures.saturating_add(1);
+        login.written = written;
+        if login.locked_until.is_none() && login.failures >= policy.max_failures.max(1) {
+            let until = now.plus(policy.lock_for);
+            (login.locked_until, login.expires_at) = (Some(until), until);
+        }
+        match self.keys.get_mut(key) {
+            Some(l) => *l = login,
+            None => {
+                if self.keys.len() >= max {
+                    self.make_room(now, max);
+                }
+                self.keys.insert(key.to_owned(), login);
+            }
+        }
+        login.guard(now)
+    }
+
+    /// Drops expired entries, then, if still full, the oldest tenth.
+    fn make_room(&mut self, now: Timestamp, max: usize) {
+        self.keys.retain(|_, l| l.expires_at > now);
+        if self.keys.len() >= max {
+            let excess = self.keys.len() + 1 - max * 9 / 10;
+            let mut written: Vec<u64> = self.keys.values().map(|l| l.written).collect();
+            let (_, &mut newest_dropped, _) = written.select_nth_unstable(excess - 1);
+            self.keys.retain(|_, l| l.written > newest_dropped);
+        }
+    }
+}
+
 /// A window a denied call did not use: what it allows now, not after the call.
 fn as_it_stands(check: &Check) -> WindowStatus {
     match *check {
@@ -325,7 +402,43 @@ impl HotStore for MemoryHot {
         for Padded(shard) in self.tenants.shards.iter() {
             shard.lock().clear();
         }
+        self.logins.lock().keys.clear();
         Ok(())
+    }
+
+    async fn login_failed(&self, key: &str, now: Timestamp, policy: LockoutPolicy) -> Result<LoginGuard, Error> {
+        Ok(self.logins.lock().failed(key, now, policy, self.max_logins))
+    }
+
+    async fn login_guard(&self, key: &str, now: Timestamp, _policy: LockoutPolicy) -> Result<LoginGuard, Error> {
+        let mut logins = self.logins.lock();
+        let guard = logins.keys.get(key).map_or_else(LoginGuard::default, |l| l.guard(now));
+        if guard == LoginGuard::default() {
+            logins.keys.remove(key);
+        }
+        Ok(guard)
+    }
+
+    async fn clear_login(&self, key: &str) -> Result<(), Error> {
+        self.logins.lock().keys.remove(key);
+        Ok(())
+    }
+}
+
+/// The key a record falls under when grouped by `by`.
+fn group_key(r: &LedgerRecord, by: GroupBy) -> String {
+    let e = &r.event;
+    match by {
+        GroupBy::Service => e.service_name.clone(),
+        GroupBy::Endpoint => e.endpoint.clone(),
+        GroupBy::Method => e.method.as_str().to_owned(),
+        GroupBy::Day => day_key(e.timestamp),
+        GroupBy::Tenant => e.tenant_id.as_str().to_owned(),
+        GroupBy::Reason => match (r.decision.allowed, r.decision.reason) {
+            (true, _) => "allowed".to_owned(),
+            (false, Some(reason)) => reason.as_str().to_owned(),
+            (false, None) => "denied".to_owned(),
+        },
     }
 }
 
@@ -342,6 +455,11 @@ struct Catalog {
     users: HashMap<String, User>,
     keys: BTreeMap<String, ApiKey>,
     grants: Vec<Grant>,
+    /// Refresh tokens by id, with whether they are spent (used or revoked).
+    refresh_tokens: HashMap<String, (RefreshToken, bool)>,
+    /// The audit log by `(at, id)`, and each entry's `at` by id (for the cursor).
+    audit: BTreeMap<(Timestamp, String), AuditEntry>,
+    audit_at: HashMap<String, Timestamp>,
 }
 
 #[derive(Default)]
@@ -449,6 +567,69 @@ impl RecordStore for MemoryRecords {
         Ok(self.catalog.lock().users.get(id).cloned())
     }
 
+    async fn users_of_tenant(&self, tenant: &TenantId) -> Result<Vec<User>, Error> {
+        let mut users: Vec<User> =
+            self.catalog.lock().users.values().filter(|u| u.tenant_id == *tenant).cloned().collect();
+        users.sort_by(|a, b| a.email.cmp(&b.email));
+        Ok(users)
+    }
+
+    async fn insert_refresh_token(&self, token: &RefreshToken) -> Result<(), Error> {
+        match self.catalog.lock().refresh_tokens.entry(token.id.clone()) {
+            Entry::Occupied(_) => Err(Error::AlreadyExists(format!("refresh token {}", token.id))),
+            Entry::Vacant(v) => {
+                v.insert((token.clone(), false));
+                Ok(())
+            }
+        }
+    }
+
+    async fn consume_refresh_token(&self, id: &str, now: Timestamp) -> Result<Option<RefreshToken>, Error> {
+        let mut catalog = self.catalog.lock();
+        Ok(match catalog.refresh_tokens.get_mut(id) {
+            Some((token, spent)) if !*spent && token.expires_at > now => {
+                *spent = true;
+                Some(token.clone())
+            }
+            _ => None,
+        })
+    }
+
+    async fn revoke_refresh_tokens(&self, user_id: &str) -> Result<u64, Error> {
+        let mut catalog = self.catalog.lock();
+        let mut revoked = 0;
+        for (token, spent) in catalog.refresh_tokens.values_mut() {
+            if token.user_id == user_id && !*spent {
+                *spent = true;
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), Error> {
+        let mut catalog = self.catalog.lock();
+        if catalog.audit_at.contains_key(&entry.id) {
+            return Err(Error::AlreadyExists(format!("audit entry {}", entry.id)));
+        }
+        catalog.audit_at.insert(entry.id.clone(), entry.at);
+        catalog.audit.insert((entry.at, entry.id.clone()), entry.clone());
+        Ok(())
+    }
+
+    async fn audit(&self, before: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>, Error> {
+        let catalog = self.catalog.lock();
+        let end = match before {
+            Some(id) => match catalog.audit_at.get(id) {
+                Some(&at) => std::ops::Bound::Excluded((at, id.to_owned())),
+                None => return Ok(Vec::new()),
+            },
+            None => std::ops::Bound::Unbounded,
+        };
+        let page = catalog.audit.range((std::ops::Bound::Unbounded, end)).rev();
+        Ok(page.take(limit.min(LedgerQuery::MAX_LIMIT)).map(|(_, e)| e.clone()).collect())
+    }
+
     async fn insert_api_key(&self, key: &ApiKey) -> Result<(), Error> {
         let mut catalog = self.catalog.lock();
         if catalog.keys.contains_key(&key.id) || catalog.keys.values().any(|k| k.key_hash == key.key_hash) {
@@ -533,6 +714,52 @@ impl RecordStore for MemoryRecords {
         Ok(totals)
     }
 
+    async fn usage_summary(
+        &self,
+        query: &LedgerQuery,
+        group_by: GroupBy,
+        limit: usize,
+    ) -> Result<Vec<UsageGroup>, Error> {
+        let query = LedgerQuery { before: None, ..query.clone() };
+        let mut groups = Map::<String, UsageGroup>::default();
+        let mut add = |ledger: &TenantLedger| {
+            for r in ledger.records.iter().filter(|r| query.matches(r)) {
+                let key = group_key(r, group_by);
+                let g = groups.entry(key).or_insert_with_key(|k| UsageGroup {
+                    key: k.clone(),
+                    calls: 0,
+                    denied: 0,
+                    credits: 0,
+                });
+                g.calls += 1;
+                g.denied += u64::from(!r.decision.allowed);
+                if r.counted {
+                    g.credits += r.decision.credits_charged;
+                }
+            }
+        };
+        match &query.tenant {
+            Some(tenant) => {
+                if let Some(ledger) = self.ledger.shard(tenant).lock().get(tenant) {
+                    add(ledger);
+                }
+            }
+            None => {
+                for Padded(shard) in self.ledger.shards.iter() {
+                    shard.lock().values().for_each(&mut add);
+                }
+            }
+        }
+        let mut groups: Vec<UsageGroup> = groups.into_values().collect();
+        if group_by == GroupBy::Day {
+            groups.sort_by(|a, b| a.key.cmp(&b.key));
+        } else {
+            groups.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.key.cmp(&b.key)));
+        }
+        groups.truncate(limit.min(UsageGroup::MAX_GROUPS));
+        Ok(groups)
+    }
+
     async fn prune(&self, before: Timestamp) -> Result<u64, Error> {
         let mut removed = 0;
         for Padded(shard) in self.ledger.shards.iter() {
@@ -567,5 +794,99 @@ impl RecordStore for MemoryRecords {
 
     async fn ping(&self) -> Result<(), Error> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn at(minutes: i64) -> Timestamp {
+        Timestamp::from_secs(1_773_489_600 + minutes * 60)
+    }
+
+    fn guard(failures: u32, locked_until: Option<Timestamp>) -> LoginGuard {
+        LoginGuard { failures, locked_until }
+    }
+
+    #[tokio::test]
+    async fn the_fifth_failure_locks_until_the_lock_passes() {
+        let hot = MemoryHot::new();
+        let policy = LockoutPolicy::default();
+        assert_eq!(hot.login_guard("ann@example.com", at(0), policy).await.unwrap(), LoginGuard::default());
+        for n in 1..=4 {
+            let g = hot.login_failed("ann@example.com", at(n), policy).await.unwrap();
+            assert_eq!(g, guard(n as u32, None), "failure {n} does not lock");
+        }
+        let locked = guard(5, Some(at(5).plus(15 * MINUTE)));
+        assert_eq!(hot.login_failed("ann@example.com", at(5), policy).await.unwrap(), locked);
+        assert_eq!(hot.login_guard("ann@example.com", at(19), policy).await.unwrap(), locked);
+        assert_eq!(hot.login_guard("bob@example.com", at(19), policy).await.unwrap(), LoginGuard::default());
+        assert_eq!(hot.login_failed("ann@example.com", at(6), policy).await.unwrap(), guard(6, locked.locked_until));
+        assert_eq!(hot.login_guard("ann@example.com", at(20), policy).await.unwrap(), LoginGuard::default());
+        assert_eq!(hot.login_failed("ann@example.com", at(21), policy).await.unwrap(), guard(1, None));
+    }
+
+    #[tokio::test]
+    async fn failures_older_than_the_window_do_not_count() {
+        let hot = MemoryHot::new();
+        let policy = LockoutPolicy { max_failures: 3, window: 10 * MINUTE, lock_for: MINUTE };
+        hot.login_failed("ann@example.com", at(0), policy).await.unwrap();
+        hot.login_failed("ann@example.com", at(9), policy).await.unwrap();
+        assert_eq!(hot.login_guard("ann@example.com", at(9), policy).await.unwrap(), guard(2, None));
+        assert_eq!(hot.login_guard("ann@example.com", at(10), policy).await.unwrap(), LoginGuard::default());
+        assert_eq!(hot.login_failed("ann@example.com", at(10), policy).await.unwrap(), guard(1, None));
+        assert_eq!(hot.login_failed("ann@example.com", at(11), policy).await.unwrap(), guard(2, None));
+        assert_eq!(hot.login_failed("ann@example.com", at(12), policy).await.unwrap(), guard(3, Some(at(13))));
+    }
+
+    #[tokio::test]
+    async fn clear_login_and_clear_unlock() {
+        let hot = MemoryHot::new();
+        let policy = LockoutPolicy { max_failures: 1, ..LockoutPolicy::default() };
+        for key in ["ann@example.com", "bob@example.com"] {
+            assert!(hot.login_failed(key, at(0), policy).await.unwrap().locked_until.is_some());
+        }
+        hot.clear_login("ann@example.com").await.unwrap();
+        assert_eq!(hot.login_guard("ann@example.com", at(1), policy).await.unwrap(), LoginGuard::default());
+        assert_eq!(hot.login_guard("bob@example.com", at(1), policy).await.unwrap().failures, 1);
+        hot.clear().await.unwrap();
+        assert_eq!(hot.login_guard("bob@example.com", at(1), policy).await.unwrap(), LoginGuard::default());
+    }
+
+    #[tokio::test]
+    async fn login_keys_stay_bounded_dropping_expired_then_oldest() {
+        let hot = MemoryHot { max_logins: 100, ..MemoryHot::new() };
+        let policy = LockoutPolicy::default();
+        let len = || hot.logins.lock().keys.len();
+        for i in 0..100 {
+            hot.login_failed(&format!("old-{i}@example.com"), at(0), policy).await.unwrap();
+        }
+        for i in 0..50 {
+            hot.login_failed(&format!("new-{i}@example.com"), at(10), policy).await.unwrap();
+        }
+        assert!(len() <= 100);
+        assert_eq!(hot.login_guard("old-0@example.com", at(10), policy).await.unwrap(), LoginGuard::default());
+        assert_eq!(hot.login_guard("old-99@example.com", at(10), policy).await.unwrap().failures, 1);
+
+        // At 21 minutes the old ones have expired: when the map fills they go, every new one stays.
+        for i in 0..10 {
+            hot.login_failed(&format!("flood-{i}@example.com"), at(21), policy).await.unwrap();
+            assert!(len() <= 100);
+        }
+        for i in 0..50 {
+            let g = hot.login_guard(&format!("new-{i}@example.com"), at(21), policy).await.unwrap();
+            assert_eq!(g.failures, 1, "new-{i} kept");
+        }
+        for i in 10..1_000 {
+            hot.login_failed(&format!("flood-{i}@example.com"), at(21), policy).await.unwrap();
+            assert!(len() <= 100);
+        }
+        assert_eq!(hot.login_guard("flood-999@example.com", at(21), policy).await.unwrap().failures, 1);
+        assert_eq!(hot.login_guard("new-0@example.com", at(21), policy).await.unwrap(), LoginGuard::default());
     }
 }

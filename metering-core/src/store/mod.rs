@@ -3,8 +3,9 @@
 //! - [`RecordStore`]: durable records, the source of truth: plans, tenants, users, API
 //!   keys, grants and the usage ledger. Backends: [`memory::MemoryRecords`] and, with the
 //!   `sqlite` feature, [`sqlite::SqliteRecords`].
+//! - [`RecordStore`] also keeps refresh tokens (ids only) and the audit log.
 //! - [`HotStore`]: derived, rebuildable counters: windows, period balances, recently seen
-//!   `event_id`s. Backend: [`memory::MemoryHot`].
+//!   `event_id`s, login-failure counters. Backend: [`memory::MemoryHot`].
 //!
 //! A hot store answers one [`Admission`] with one atomic step: replay check, every
 //! window, credits, and the commit of all of them, or of none.
@@ -15,15 +16,17 @@ pub mod memory;
 pub mod sqlite;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::account::{ApiKey, User};
+use crate::account::{ApiKey, RefreshToken, User};
+use crate::audit::AuditEntry;
 use crate::clock::Timestamp;
 use crate::decision::{Decision, DenyReason};
 use crate::error::Error;
 use crate::event::EventId;
-use crate::ledger::{Appended, Grant, LedgerQuery, LedgerRecord, TimeBasis, UsageTotals};
+use crate::ledger::{Appended, Grant, GroupBy, LedgerQuery, LedgerRecord, TimeBasis, UsageGroup, UsageTotals};
 use crate::plan::{Limit, Per, Plan, PlanId};
 use crate::tenant::{Period, Tenant, TenantId};
 
@@ -54,6 +57,24 @@ pub trait RecordStore: Send + Sync + 'static {
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, Error>;
     /// A user by id.
     async fn user(&self, id: &str) -> Result<Option<User>, Error>;
+    /// The users of a tenant, by e-mail.
+    async fn users_of_tenant(&self, tenant: &TenantId) -> Result<Vec<User>, Error>;
+
+    /// Stores a refresh token's record (only its id, never the token itself);
+    /// [`Error::AlreadyExists`] if the id is taken.
+    async fn insert_refresh_token(&self, token: &RefreshToken) -> Result<(), Error>;
+    /// Uses a refresh token up, atomically: returns it and marks it used if it exists, is
+    /// unused and has not expired at `now`; `None` otherwise (so a token works once, even
+    /// under concurrent use).
+    async fn consume_refresh_token(&self, id: &str, now: Timestamp) -> Result<Option<RefreshToken>, Error>;
+    /// Revokes every unused refresh token of a user (expired or not); returns how many.
+    async fn revoke_refresh_tokens(&self, user_id: &str) -> Result<u64, Error>;
+
+    /// Appends an audit entry; [`Error::AlreadyExists`] if its id is taken.
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), Error>;
+    /// Audit entries, newest first (by `(at, id)`), after the cursor `before` (the id of the
+    /// last entry seen; an unknown id gives an empty page), at most `limit` (capped at 1,000).
+    async fn audit(&self, before: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>, Error>;
 
     /// Stores a new API key.
     async fn insert_api_key(&self, key: &ApiKey) -> Result<(), Error>;
@@ -79,6 +100,16 @@ pub trait RecordStore: Send + Sync + 'static {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<UsageTotals, Error>;
+    /// Usage grouped by `group_by`, over the records `query`'s filters select (tenant,
+    /// service, endpoint, method, from, to; its `before` and `limit` are ignored). Day
+    /// groups come in date order; the others by calls, most first, then key. At most
+    /// `limit` groups (capped at [`UsageGroup::MAX_GROUPS`]).
+    async fn usage_summary(
+        &self,
+        query: &LedgerQuery,
+        group_by: GroupBy,
+        limit: usize,
+    ) -> Result<Vec<UsageGroup>, Error>;
     /// Deletes records whose event timestamp is before `before`; returns how many.
     async fn prune(&self, before: Timestamp) -> Result<u64, Error>;
 
@@ -179,6 +210,48 @@ pub trait HotStore: Send + Sync + 'static {
     ) -> Result<Option<i64>, Error>;
     /// A tenant's credits in a period, `None` if the tenant is not loaded.
     async fn credits(&self, tenant: &TenantId, period_start: Timestamp) -> Result<Option<PeriodCredits>, Error>;
-    /// Forgets every counter (they are rebuilt from the ledger on next use).
+    /// Forgets every counter (they are rebuilt from the ledger on next use), and every
+    /// login's failures and lock.
     async fn clear(&self) -> Result<(), Error>;
+
+    /// Counts a failed login for `key` (a lower-case e-mail) at `now`; returns the state
+    /// after it (locked once failures within the window reach the maximum).
+    async fn login_failed(&self, key: &str, now: Timestamp, policy: LockoutPolicy) -> Result<LoginGuard, Error>;
+    /// The state of `key` at `now`: a lock whose time has passed is no lock, and only
+    /// failures within the window count.
+    async fn login_guard(&self, key: &str, now: Timestamp, policy: LockoutPolicy) -> Result<LoginGuard, Error>;
+    /// Clears failures and lock of `key` (a successful login, or an admin's unlock).
+    async fn clear_login(&self, key: &str) -> Result<(), Error>;
+}
+
+/// Lockout rules: `max_failures` failures within `window` lock the key for `lock_for`.
+///
+/// The window is fixed: it opens at the first failure (after the previous window or lock
+/// ended) and lasts `window`, like a counter with a time to live. A lock, once over,
+/// takes the failures that caused it with it; failures while locked count but do not
+/// extend the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Failures that lock the key (0 counts as 1).
+    pub max_failures: u32,
+    /// How long failures count.
+    pub window: Duration,
+    /// How long a lock lasts.
+    pub lock_for: Duration,
+}
+
+impl Default for LockoutPolicy {
+    /// 5 failures within 15 minutes lock for 15 minutes.
+    fn default() -> Self {
+        LockoutPolicy { max_failures: 5, window: Duration::from_secs(15 * 60), lock_for: Duration::from_secs(15 * 60) }
+    }
+}
+
+/// A key's login state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoginGuard {
+    /// Failures that count now.
+    pub failures: u32,
+    /// Until when the key is locked, if it is.
+    pub locked_until: Option<Timestamp>,
 }

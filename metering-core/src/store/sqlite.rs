@@ -16,10 +16,10 @@
 //!
 //! # Layout
 //!
-//! One table per kind of record: `plans`, `tenants`, `users`, `api_keys`, `grants` and
-//! `ledger`, all `STRICT`. Columns that queries select, order or sum on are real columns
-//! (timestamps as INTEGER microseconds since the epoch); nested values (a plan, a tenant's
-//! overrides, a decision) are JSON text. The ledger's indexes:
+//! One table per kind of record: `plans`, `tenants`, `users`, `api_keys`, `grants`,
+//! `ledger`, `refresh_tokens` and `audit`, all `STRICT`. Columns that queries select,
+//! order or sum on are real columns (timestamps as INTEGER microseconds since the epoch);
+//! nested values (a plan, a tenant's overrides, a decision, an audited value) are JSON text. The ledger's indexes:
 //!
 //! | index | serves |
 //! |---|---|
@@ -32,6 +32,15 @@
 //! The two tenant-ordered indexes are what an append pays for: a batch rewrites about
 //! one page of each per distinct tenant in it, so a batch spread over many tenants costs
 //! more per record than one dominated by a few (as real traffic usually is).
+//!
+//! A [usage summary](RecordStore::usage_summary) of a tenant over a time range scans the
+//! same range of `(tenant_id, ts, ...)` and groups what it reads (a reason is read from the
+//! stored decision); summaries add no index, so appends pay nothing for them.
+//!
+//! The other tables' indexes: `users (tenant_id, email)` lists a tenant's users in order;
+//! `refresh_tokens (user_id) WHERE unused` revokes a user's tokens; `audit (at, id)` pages
+//! the audit log newest first. A refresh token is used up by one conditional `UPDATE ...
+//! RETURNING`, so two concurrent uses cannot both succeed.
 //!
 //! The schema version is SQLite's `user_version`; opening a file applies the migrations
 //! it lacks, in one transaction, and refuses a file written by a newer schema.
@@ -64,16 +73,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::types::Value;
-use rusqlite::{Connection, ErrorCode, Row, TransactionBehavior, params, params_from_iter};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::account::{ApiKey, Role, User};
+use crate::account::{ApiKey, RefreshToken, Role, User};
+use crate::audit::AuditEntry;
 use crate::clock::Timestamp;
 use crate::error::{Error, FieldError, FieldProblem};
 use crate::event::{Event, EventId};
-use crate::ledger::{Appended, Grant, LedgerQuery, LedgerRecord, TimeBasis, UsageTotals};
+use crate::ledger::{Appended, Grant, GroupBy, LedgerQuery, LedgerRecord, TimeBasis, UsageGroup, UsageTotals, day_key};
 use crate::plan::{Plan, PlanId};
 use crate::store::RecordStore;
 use crate::tenant::{BillingAnchor, Tenant, TenantId, TenantStatus};
@@ -101,7 +111,7 @@ const PRUNE_CHUNK: usize = 10_000;
 
 /// The migrations, in order: applying `MIGRATIONS[v]` takes the schema from version `v`
 /// to `v + 1`. Append new ones; never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE plans (
@@ -174,6 +184,32 @@ CREATE INDEX ledger_tenant_time ON ledger (tenant_id, ts, event_id, counted, cre
 CREATE INDEX ledger_counted_decided ON ledger (tenant_id, decided_at, credits_charged) WHERE counted = 1;
 ";
 
+/// Refresh tokens, the audit log, and users listed by tenant.
+const SCHEMA_V2: &str = "
+CREATE INDEX users_tenant ON users (tenant_id, email);
+
+CREATE TABLE refresh_tokens (
+    id TEXT NOT NULL PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    issued_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER,
+    revoked INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE INDEX refresh_tokens_unused ON refresh_tokens (user_id) WHERE used_at IS NULL AND revoked = 0;
+
+CREATE TABLE audit (
+    id TEXT NOT NULL PRIMARY KEY,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    before TEXT,
+    after TEXT
+) STRICT;
+CREATE UNIQUE INDEX audit_time ON audit (at, id);
+";
+
 /// The ledger columns a [`LedgerRecord`] is read from, in [`decode_record`]'s order.
 macro_rules! record_columns {
     () => {
@@ -197,6 +233,24 @@ const TOTALS_BY_DECISION: &str = "SELECT COUNT(*), COALESCE(SUM(credits_charged)
      WHERE tenant_id = ?1 AND counted = 1 AND decided_at >= ?2 AND decided_at < ?3";
 
 const PRUNE: &str = "DELETE FROM ledger WHERE rowid IN (SELECT rowid FROM ledger WHERE ts < ?1 LIMIT ?2)";
+
+const CONSUME_REFRESH_TOKEN: &str = "UPDATE refresh_tokens SET used_at = ?2 \
+     WHERE id = ?1 AND used_at IS NULL AND revoked = 0 AND expires_at > ?2 \
+     RETURNING id, user_id, issued_at, expires_at";
+
+const REVOKE_REFRESH_TOKENS: &str =
+    "UPDATE refresh_tokens SET revoked = 1 WHERE user_id = ?1 AND used_at IS NULL AND revoked = 0";
+
+const AUDIT_COLUMNS: &str = "id, at, actor, action, target, before, after";
+
+const AUDIT_PAGE: &str = "SELECT id, at, actor, action, target, before, after FROM audit \
+     ORDER BY at DESC, id DESC LIMIT ?1";
+
+const AUDIT_PAGE_BEFORE: &str = "SELECT id, at, actor, action, target, before, after FROM audit \
+     WHERE (at, id) < (?1, ?2) ORDER BY at DESC, id DESC LIMIT ?3";
+
+/// Microseconds in a day, for [`GroupBy::Day`] keys.
+const DAY_MICROS: i64 = 86_400_000_000;
 
 const TENANT_COLUMNS: &str = "id, name, plan_id, region, status, billing_anchor, overrides, created_at";
 const USER_COLUMNS: &str = "id, tenant_id, email, password_hash, role, created_at";
@@ -501,10 +555,8 @@ fn decode_record(row: &Row<'_>) -> Result<LedgerRecord, Error> {
     })
 }
 
-/// The SQL and parameters of a ledger listing, newest first.
-fn records_sql(q: &LedgerQuery) -> (String, Vec<Value>) {
-    let mut sql = String::from(concat!("SELECT ", record_columns!(), " FROM ledger WHERE 1 = 1"));
-    let mut args = Vec::new();
+/// Appends the conditions of `q`'s filters (not its cursor) to a `WHERE` clause.
+fn push_filters(q: &LedgerQuery, sql: &mut String, args: &mut Vec<Value>) {
     if let Some(t) = &q.tenant {
         sql.push_str(" AND tenant_id = ?");
         args.push(Value::Text(t.as_str().to_owned()));
@@ -529,6 +581,13 @@ fn records_sql(q: &LedgerQuery) -> (String, Vec<Value>) {
         sql.push_str(" AND ts < ?");
         args.push(Value::Integer(to.as_micros()));
     }
+}
+
+/// The SQL and parameters of a ledger listing, newest first.
+fn records_sql(q: &LedgerQuery) -> (String, Vec<Value>) {
+    let mut sql = String::from(concat!("SELECT ", record_columns!(), " FROM ledger WHERE 1 = 1"));
+    let mut args = Vec::new();
+    push_filters(q, &mut sql, &mut args);
     if let Some((ts, id)) = &q.before {
         sql.push_str(" AND (ts, event_id) < (?, ?)");
         args.push(Value::Integer(ts.as_micros()));
@@ -537,6 +596,75 @@ fn records_sql(q: &LedgerQuery) -> (String, Vec<Value>) {
     sql.push_str(" ORDER BY ts DESC, event_id DESC LIMIT ?");
     args.push(Value::Integer(limit(q.limit.min(LedgerQuery::MAX_LIMIT))));
     (sql, args)
+}
+
+/// The SQL and parameters of a usage summary: rows of `(key, calls, denied, credits)`.
+///
+/// A day's key is its number since the epoch (floored, so instants before it fall on the
+/// right day), formatted by [`decode_group`]; a reason is read from the stored decision.
+fn summary_sql(q: &LedgerQuery, by: GroupBy, max: usize) -> (String, Vec<Value>) {
+    let key = match by {
+        GroupBy::Service => "service_name",
+        GroupBy::Endpoint => "endpoint",
+        GroupBy::Method => "method",
+        GroupBy::Tenant => "tenant_id",
+        GroupBy::Day => "(ts - ((ts % 86400000000) + 86400000000) % 86400000000) / 86400000000",
+        GroupBy::Reason => {
+            "CASE WHEN json_extract(decision, '$.allowed') THEN 'allowed' \
+             ELSE COALESCE(json_extract(decision, '$.reason'), 'denied') END"
+        }
+    };
+    let mut sql = format!(
+        "SELECT {key} AS k, COUNT(*) AS calls, SUM(NOT json_extract(decision, '$.allowed')), \
+         SUM(CASE WHEN counted THEN credits_charged ELSE 0 END) FROM ledger WHERE 1 = 1"
+    );
+    let mut args = Vec::new();
+    push_filters(q, &mut sql, &mut args);
+    sql.push_str(if by == GroupBy::Day {
+        " GROUP BY k ORDER BY k LIMIT ?"
+    } else {
+        " GROUP BY k ORDER BY calls DESC, k LIMIT ?"
+    });
+    args.push(Value::Integer(limit(max.min(UsageGroup::MAX_GROUPS))));
+    (sql, args)
+}
+
+/// Decodes a row of [`summary_sql`].
+fn decode_group(row: &Row<'_>) -> Result<UsageGroup, Error> {
+    let key = match col::<Value>(row, 0)? {
+        Value::Text(key) => key,
+        Value::Integer(day) => day_key(Timestamp::from_micros(day.saturating_mul(DAY_MICROS))),
+        _ => return Err(corrupt("usage group key")),
+    };
+    Ok(UsageGroup {
+        key,
+        calls: unsigned(col(row, 1)?, "call count")?,
+        denied: unsigned(col(row, 2)?, "denied count")?,
+        credits: unsigned(col(row, 3)?, "credit total")?,
+    })
+}
+
+fn decode_refresh_token(row: &Row<'_>) -> Result<RefreshToken, Error> {
+    Ok(RefreshToken {
+        id: col(row, 0)?,
+        user_id: col(row, 1)?,
+        issued_at: Timestamp::from_micros(col(row, 2)?),
+        expires_at: Timestamp::from_micros(col(row, 3)?),
+    })
+}
+
+/// Decodes a row selected with [`AUDIT_COLUMNS`].
+fn decode_audit(row: &Row<'_>) -> Result<AuditEntry, Error> {
+    let json = |i| col::<Option<String>>(row, i)?.map(|text| from_json(&text, "audit value")).transpose();
+    Ok(AuditEntry {
+        id: col(row, 0)?,
+        at: Timestamp::from_micros(col(row, 1)?),
+        actor: col(row, 2)?,
+        action: col(row, 3)?,
+        target: col(row, 4)?,
+        before: json(5)?,
+        after: json(6)?,
+    })
 }
 
 #[async_trait]
@@ -713,6 +841,89 @@ impl RecordStore for SqliteRecords {
             .await
     }
 
+    async fn users_of_tenant(&self, tenant: &TenantId) -> Result<Vec<User>, Error> {
+        let tenant = tenant.as_str().to_owned();
+        self.read(move |c| {
+            let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = ?1 ORDER BY email");
+            all(c, &sql, [tenant], decode_user)
+        })
+        .await
+    }
+
+    async fn insert_refresh_token(&self, token: &RefreshToken) -> Result<(), Error> {
+        let t = token.clone();
+        self.write(move |c| {
+            let inserted = c
+                .prepare_cached(
+                    "INSERT INTO refresh_tokens (id, user_id, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![t.id, t.user_id, t.issued_at.as_micros(), t.expires_at.as_micros()])
+                })
+                .map_err(db)?;
+            if inserted == 0 {
+                return Err(Error::AlreadyExists(format!("refresh token {}", t.id)));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn consume_refresh_token(&self, id: &str, now: Timestamp) -> Result<Option<RefreshToken>, Error> {
+        let id = id.to_owned();
+        self.write(move |c| first(c, CONSUME_REFRESH_TOKEN, params![id, now.as_micros()], decode_refresh_token)).await
+    }
+
+    async fn revoke_refresh_tokens(&self, user_id: &str) -> Result<u64, Error> {
+        let user_id = user_id.to_owned();
+        self.write(move |c| {
+            c.prepare_cached(REVOKE_REFRESH_TOKENS).and_then(|mut s| s.execute([user_id])).map_err(db).map(|n| n as u64)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), Error> {
+        let e = entry.clone();
+        let before = e.before.as_ref().map(|v| to_json(v, "audit value")).transpose()?;
+        let after = e.after.as_ref().map(|v| to_json(v, "audit value")).transpose()?;
+        self.write(move |c| {
+            let inserted = c
+                .prepare_cached(&format!(
+                    "INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING"
+                ))
+                .and_then(|mut s| {
+                    s.execute(params![e.id, e.at.as_micros(), e.actor, e.action, e.target, before, after])
+                })
+                .map_err(db)?;
+            if inserted == 0 {
+                return Err(Error::AlreadyExists(format!("audit entry {}", e.id)));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit(&self, before: Option<&str>, limit_to: usize) -> Result<Vec<AuditEntry>, Error> {
+        let before = before.map(str::to_owned);
+        let n = limit(limit_to.min(LedgerQuery::MAX_LIMIT));
+        self.read(move |c| match before {
+            Some(id) => {
+                // An unknown cursor gives an empty page.
+                let at = c
+                    .prepare_cached("SELECT at FROM audit WHERE id = ?1")
+                    .and_then(|mut s| s.query_row([&id], |row| row.get::<_, i64>(0)).optional())
+                    .map_err(db)?;
+                match at {
+                    Some(at) => all(c, AUDIT_PAGE_BEFORE, params![at, id, n], decode_audit),
+                    None => Ok(Vec::new()),
+                }
+            }
+            None => all(c, AUDIT_PAGE, [n], decode_audit),
+        })
+        .await
+    }
+
     async fn insert_api_key(&self, key: &ApiKey) -> Result<(), Error> {
         let k = key.clone();
         self.write(move |c| {
@@ -856,6 +1067,16 @@ impl RecordStore for SqliteRecords {
         Ok(UsageTotals { calls: unsigned(calls, "call count")?, credits: unsigned(credits, "credit total")? })
     }
 
+    async fn usage_summary(
+        &self,
+        query: &LedgerQuery,
+        group_by: GroupBy,
+        limit_to: usize,
+    ) -> Result<Vec<UsageGroup>, Error> {
+        let (sql, args) = summary_sql(query, group_by, limit_to);
+        self.read(move |c| all(c, &sql, params_from_iter(args), decode_group)).await
+    }
+
     async fn prune(&self, before: Timestamp) -> Result<u64, Error> {
         let mut removed = 0;
         loop {
@@ -985,6 +1206,68 @@ mod tests {
         }
         let prune = query_plan(PRUNE, &[Value::Integer(0), Value::Integer(1)]);
         assert!(prune.ends_with("SEARCH ledger USING COVERING INDEX ledger_time (ts<?)"), "{prune}");
+    }
+
+    #[test]
+    fn summaries_audit_pages_and_token_updates_use_their_indexes() {
+        let query = LedgerQuery {
+            tenant: Some(TenantId::new("t").unwrap()),
+            from: Some(Timestamp::EPOCH),
+            to: Some(Timestamp::EPOCH),
+            before: Some((Timestamp::EPOCH, EventId::new("ignored").unwrap())),
+            limit: 1,
+            ..Default::default()
+        };
+        for by in [GroupBy::Service, GroupBy::Day, GroupBy::Reason] {
+            let (sql, args) = summary_sql(&query, by, 10);
+            assert!(!sql.contains("event_id"), "the cursor is ignored: {sql}");
+            let plan = query_plan(&sql, &args);
+            assert!(
+                plan.starts_with("SEARCH ledger USING INDEX ledger_tenant_time (tenant_id=? AND ts>? AND ts<?)"),
+                "{by:?}: {plan}"
+            );
+        }
+        let page = query_plan(AUDIT_PAGE_BEFORE, &[Value::Integer(0), Value::Text("a".into()), Value::Integer(10)]);
+        assert_eq!(page, "SEARCH audit USING INDEX audit_time ((at,id)<(?,?))");
+        let page = query_plan(AUDIT_PAGE, &[Value::Integer(10)]);
+        assert_eq!(page, "SCAN audit USING INDEX audit_time");
+        let revoke = query_plan(REVOKE_REFRESH_TOKENS, &[Value::Text("u".into())]);
+        assert!(revoke.contains("refresh_tokens_unused (user_id=?)"), "{revoke}");
+        let users = query_plan(
+            &format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = ?1 ORDER BY email"),
+            &[Value::Text("t".into())],
+        );
+        assert_eq!(users, "SEARCH users USING INDEX users_tenant (tenant_id=?)");
+    }
+
+    #[tokio::test]
+    async fn a_version_1_file_is_migrated_keeping_its_data() {
+        let path = temp_file("v1");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA_V1).unwrap();
+            c.execute(
+                "INSERT INTO plans (id, body) VALUES ('free', ?1)",
+                [serde_json::to_string(&Plan::free()).unwrap()],
+            )
+            .unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let store = SqliteRecords::open(&path).unwrap();
+        assert_eq!(store.plans().await.unwrap(), vec![Plan::free()]);
+        let token = RefreshToken {
+            id: "r-1".into(),
+            user_id: "u-1".into(),
+            issued_at: Timestamp::EPOCH,
+            expires_at: Timestamp::from_secs(60),
+        };
+        store.insert_refresh_token(&token).await.unwrap();
+        assert_eq!(store.consume_refresh_token("r-1", Timestamp::EPOCH).await.unwrap(), Some(token));
+        drop(store);
+        let c = Connection::open(&path).unwrap();
+        let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, 2);
+        remove(&path);
     }
 
     #[test]
