@@ -4,6 +4,9 @@
 //! `main.rs`. It runs on the embedded default with no external service: durable records
 //! in one SQLite file under the data directory, hot counters in process memory.
 //!
+//! Every route is decided by Casbin ([`rbac`]): the caller authenticates with a JWT access
+//! token (`Authorization: Bearer`) or an API key (`X-API-Key`), see [`auth`].
+//!
 //! ```no_run
 //! # async fn start() -> Result<(), Box<dyn std::error::Error>> {
 //! let settings = metering_server::Settings::from_env()?;
@@ -14,8 +17,10 @@
 //! ```
 
 pub mod auth;
+pub mod cli;
 pub mod error;
 mod metrics;
+pub mod rbac;
 mod routes;
 mod settings;
 mod state;
@@ -33,8 +38,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use error::{ApiError, ApiJson};
-pub use settings::{Settings, SettingsError};
-pub use state::AppState;
+pub use settings::{AdminSeed, CONFIG_VAR, MIN_JWT_SECRET_BYTES, RateSpec, Secret, Settings, SettingsError};
+pub use state::{AppState, JWT_SECRET_FILE, StartError};
 
 /// The largest request body accepted (a batch of 1,000 events fits).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -43,10 +48,32 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(OpenApi)]
-#[openapi(info(title = "metering", description = "API usage metering, rate limiting and credit billing."))]
+#[openapi(
+    info(title = "metering", description = "API usage metering, rate limiting and credit billing."),
+    modifiers(&SecuritySchemes)
+)]
 struct ApiDoc;
 
+/// Declares the two ways to authenticate: `bearer` (a JWT access token) and `api_key`.
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        components
+            .add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
+    }
+}
+
 /// The server's routes, with the OpenAPI document they are described by.
+///
+/// Every matched route passes [`rbac`]'s authorization first (401/403 before any handler
+/// runs); an unknown path answers the JSON 404.
 pub fn app(state: AppState) -> Router {
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::accounts::router())
@@ -58,6 +85,7 @@ pub fn app(state: AppState) -> Router {
         .split_for_parts();
     router
         .merge(routes::ops::docs(api))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), rbac::authorize))
         .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))

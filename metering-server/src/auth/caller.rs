@@ -1,6 +1,10 @@
 //! Who is calling: the identity every authenticated handler receives.
 
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::http::request::Parts;
 use metering_core::{Role, TenantId};
+
+use crate::{ApiError, AppState};
 
 /// How the caller proved who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +30,11 @@ pub enum ActsFor {
     AnyTenant,
 }
 
-/// An authenticated caller.
+/// An authenticated caller; also the extractor of every protected handler.
+///
+/// The authorization middleware (`rbac::authorize`) authenticates each request (with
+/// `Authorization: Bearer <access token>` or `X-API-Key: <key>`) and leaves the `Caller` in
+/// the request's extensions; extracting it answers 401 `unauthenticated` without one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The user behind the call (the key's creator for an API key).
@@ -53,5 +61,33 @@ impl Caller {
     /// Whether the caller is an admin.
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    /// The caller the authorization middleware found; without it (a route outside the
+    /// middleware), the request's own credentials; 401 `unauthenticated` without any.
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
+        match state.auth.authenticate(&parts.headers).await {
+            Some(result) => result,
+            None => Err(ApiError::unauthenticated("credentials required")),
+        }
+    }
+}
+
+impl OptionalFromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    /// The caller if the request carries credentials; an error only if they are invalid.
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Self::Rejection> {
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(Some(caller.clone()));
+        }
+        state.auth.authenticate(&parts.headers).await.transpose()
     }
 }

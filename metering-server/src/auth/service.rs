@@ -1,0 +1,658 @@
+//! [`AuthService`]: sign-up, login, tokens, API keys, admins, lockout.
+//!
+//! Handlers parse and answer; this service holds the rules and talks to the engine's
+//! record store. Every instant comes from the engine's clock.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode, header};
+use metering_core::{ApiKey, Engine, PlanId, RefreshToken, Role, Tenant, TenantId, User};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+use utoipa::ToSchema;
+
+use super::caller::{ActsFor, Caller, Credential};
+use super::limiter::KeyedLimiter;
+use super::lockout::{Lockout, LockoutPolicy};
+use super::normalize_email;
+use super::password::{self, PasswordCost};
+use super::token::{TokenKeys, TokenKind};
+use crate::ApiError;
+use crate::settings::{RateSpec, Settings};
+
+/// The tenant admins belong to.
+pub const PLATFORM_TENANT: &str = "platform";
+/// The plan of the platform tenant when it is created.
+pub const PLATFORM_PLAN: &str = "pro";
+/// The admin created on a first start without `METERING_ADMIN_EMAIL`.
+pub const DEFAULT_ADMIN_EMAIL: &str = "admin@localhost";
+/// Every API key starts with this.
+pub const API_KEY_PREFIX: &str = "mk_";
+/// The header carrying an API key.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// The most characters of a display name.
+const MAX_NAME_CHARS: usize = 200;
+/// The longest credential looked at (longer ones are refused unread).
+const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
+
+/// `POST /auth/signup`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    /// Login e-mail (trimmed and lower-cased, at most 254 characters).
+    pub email: String,
+    /// 10 to 1,024 characters.
+    pub password: String,
+    /// The new tenant's display name (default: the e-mail).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The new tenant's plan (default `free`).
+    #[serde(default)]
+    pub plan: Option<String>,
+}
+
+/// `POST /auth/login`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// Login e-mail.
+    pub email: String,
+    /// Password.
+    pub password: String,
+}
+
+/// `POST /auth/refresh`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// A refresh token; it works once.
+    pub refresh_token: String,
+}
+
+/// A token pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct TokenPair {
+    /// Send as `Authorization: Bearer <access_token>`.
+    pub access_token: String,
+    /// Buys a new pair once at `POST /auth/refresh`.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds the access token is valid for.
+    pub expires_in: u64,
+}
+
+/// What `POST /auth/signup` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SignupResponse {
+    /// The new tenant.
+    pub tenant_id: String,
+    /// The new user.
+    pub user_id: String,
+    /// The tenant's plan.
+    pub plan: String,
+    /// Send as `Authorization: Bearer <access_token>`.
+    pub access_token: String,
+    /// Buys a new pair once at `POST /auth/refresh`.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds the access token is valid for.
+    pub expires_in: u64,
+}
+
+/// `POST /api/keys`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiKey {
+    /// A label, 1-100 characters.
+    pub name: String,
+    /// The service the key reports for, if bound to one.
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// The tenant the key acts for (default: the caller's; admins may name any).
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// Admins only: a service key that acts for any tenant.
+    #[serde(default)]
+    pub any_tenant: bool,
+}
+
+/// A new API key; the secret is shown this once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    /// The key's id (for listing and revoking).
+    pub id: String,
+    /// The secret: send as `X-API-Key`. Only a hash is kept.
+    pub key: String,
+}
+
+/// An API key as listed (never its secret or hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ApiKeyInfo {
+    /// The key's id.
+    pub id: String,
+    /// Its label.
+    pub name: String,
+    /// The service it reports for, if bound.
+    pub service_name: Option<String>,
+    /// The tenant it acts for; `null` for a service key.
+    pub tenant_id: Option<String>,
+    /// Whether it acts for any tenant.
+    pub any_tenant: bool,
+    /// When it was created (RFC 3339).
+    #[schema(value_type = String)]
+    pub created_at: metering_core::Timestamp,
+}
+
+/// Authentication and accounts for the server.
+pub struct AuthService {
+    engine: Engine,
+    tokens: TokenKeys,
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+    cost: PasswordCost,
+    lockout: Lockout,
+    signups: KeyedLimiter,
+    dummy_hash: OnceCell<String>,
+}
+
+impl std::fmt::Debug for AuthService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthService").field("access_ttl", &self.access_ttl).finish_non_exhaustive()
+    }
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong e-mail or password")
+}
+
+fn invalid_token() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "the refresh token is invalid, expired or used")
+}
+
+fn retry_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Lower-case hex.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// The SHA-256 hex digest of an API key: what is stored and looked up.
+pub fn hash_api_key(key: &str) -> String {
+    hex(&Sha256::digest(key.as_bytes()))
+}
+
+/// A new random id with a prefix.
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Core's `ApiKey` has no creator field, so a key's id carries it: `key_<random>.<user id>`.
+fn key_creator(key_id: &str) -> Option<&str> {
+    key_id.split_once('.').map(|(_, user)| user).filter(|u| !u.is_empty())
+}
+
+fn check_text(field: &'static str, value: &str, max: usize) -> Result<String, ApiError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(ApiError::invalid(field, "must not be empty"));
+    }
+    if value.chars().count() > max {
+        return Err(ApiError::invalid(field, format!("must be at most {max} characters")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(field, "must not contain control characters"));
+    }
+    Ok(value.to_owned())
+}
+
+/// A tenant id from the e-mail's local part: `acme-3f9a...` (valid for [`TenantId::new`]).
+fn tenant_id_for(email: &str) -> Result<TenantId, ApiError> {
+    let local = email.split('@').next().unwrap_or_default();
+    let mut slug: String = local
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect::<String>()
+        .split('-')
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    slug.truncate(24);
+    if slug.is_empty() {
+        slug.push_str("tenant");
+    }
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    TenantId::new(format!("{slug}-{}", &random[..16])).map_err(ApiError::internal)
+}
+
+impl AuthService {
+    /// A service over `engine`, signing with `jwt_secret`, with the lifetimes, password cost
+    /// and sign-up limit of `settings`.
+    pub fn new(engine: Engine, settings: &Settings, jwt_secret: &[u8]) -> Result<Self, jsonwebtoken::errors::Error> {
+        Ok(AuthService {
+            engine,
+            tokens: TokenKeys::new(jwt_secret)?,
+            access_ttl: settings.access_token_ttl,
+            refresh_ttl: settings.refresh_token_ttl,
+            cost: settings.password_cost,
+            lockout: Lockout::new(LockoutPolicy::default()),
+            signups: KeyedLimiter::new(settings.signup_limit),
+            dummy_hash: OnceCell::new(),
+        })
+    }
+
+    /// The sign-up limit in force.
+    pub fn signup_limit(&self) -> RateSpec {
+        self.signups.rate()
+    }
+
+    /// The token keys (to sign or check tokens directly).
+    pub fn tokens(&self) -> &TokenKeys {
+        &self.tokens
+    }
+
+    /// Creates a tenant on the requested plan and its first user; answers a token pair.
+    ///
+    /// `client` is the caller's address for the sign-up limit (`None`: one shared bucket).
+    pub async fn signup(&self, req: SignupRequest, client: Option<IpAddr>) -> Result<SignupResponse, ApiError> {
+        let now = self.engine.now();
+        let bucket = client.map(|ip| ip.to_string()).unwrap_or_else(|| "unknown".to_owned());
+        if let Err(wait) = self.signups.check(&bucket, now) {
+            return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many sign-ups, try later")
+                .with_retry_after(retry_secs(wait)));
+        }
+        let email = normalize_email(&req.email).map_err(|m| ApiError::invalid("email", m))?;
+        password::check_password(&req.password).map_err(|m| ApiError::invalid("password", m))?;
+        let name = match &req.name {
+            Some(n) => check_text("name", n, MAX_NAME_CHARS)?,
+            None => email.clone(),
+        };
+        let plan = PlanId::new(req.plan.as_deref().unwrap_or("free"))
+            .map_err(|_| ApiError::invalid("plan", "not a plan id"))?;
+        let records = self.engine.records();
+        if records.plan(&plan).await?.is_none() {
+            return Err(ApiError::invalid("plan", format!("unknown plan `{}`", plan.as_str())));
+        }
+        if records.user_by_email(&email).await?.is_some() {
+            return Err(email_taken());
+        }
+        let hash = password::hash_password(req.password, self.cost).await?;
+        let tenant_id = tenant_id_for(&email)?;
+        let mut tenant = Tenant::new(tenant_id.clone(), plan.clone(), now);
+        tenant.name = name;
+        self.engine.create_tenant(&tenant).await?;
+        let user = User {
+            id: new_id("usr_"),
+            tenant_id: tenant_id.clone(),
+            email,
+            password_hash: hash,
+            role: Role::User,
+            created_at: now,
+        };
+        match records.insert_user(&user).await {
+            Ok(()) => {}
+            Err(metering_core::Error::AlreadyExists(_)) => {
+                tracing::warn!(tenant = %tenant_id, "sign-up lost a race for its e-mail; its tenant stays empty");
+                return Err(email_taken());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(tenant = %tenant_id, user = %user.id, plan = plan.as_str(), "signed up");
+        let pair = self.issue_tokens(&user).await?;
+        Ok(SignupResponse {
+            tenant_id: tenant_id.to_string(),
+            user_id: user.id,
+            plan: plan.as_str().to_owned(),
+            access_token: pair.access_token,
+            refresh_token: pair.refresh_token,
+            token_type: pair.token_type,
+            expires_in: pair.expires_in,
+        })
+    }
+
+    /// Checks an e-mail and password; 401 `invalid_credentials` (the same whether the
+    /// e-mail exists or not), 423 `account_locked` after too many failures.
+    pub async fn login(&self, req: LoginRequest) -> Result<TokenPair, ApiError> {
+        let now = self.engine.now();
+        let Ok(email) = normalize_email(&req.email) else { return Err(invalid_credentials()) };
+        if let Err(wait) = self.lockout.check(&email, now) {
+            return Err(locked(wait));
+        }
+        let too_long = req.password.chars().count() > password::MAX_PASSWORD_CHARS;
+        let user = self.engine.records().user_by_email(&email).await?;
+        let hash = match &user {
+            Some(u) if !too_long => u.password_hash.clone(),
+            _ => self.dummy_hash().await?,
+        };
+        let password = if too_long { String::new() } else { req.password };
+        let matches = password::verify_password(password, hash).await? && user.is_some() && !too_long;
+        let now = self.engine.now();
+        match user {
+            Some(user) if matches => {
+                self.lockout.clear(&email, now);
+                self.issue_tokens(&user).await
+            }
+            _ => {
+                if self.lockout.failed(&email, now).is_some() {
+                    tracing::warn!(email = %email, "account locked after repeated failed logins");
+                }
+                Err(invalid_credentials())
+            }
+        }
+    }
+
+    /// Trades a refresh token for a new pair; each refresh token works once. A used or
+    /// revoked one coming back revokes all of its user's refresh tokens (it may be stolen).
+    pub async fn refresh(&self, req: RefreshRequest) -> Result<TokenPair, ApiError> {
+        let now = self.engine.now();
+        if req.refresh_token.len() > MAX_CREDENTIAL_BYTES {
+            return Err(invalid_token());
+        }
+        let claims = self.tokens.verify(&req.refresh_token, TokenKind::Refresh, now).map_err(|_| invalid_token())?;
+        let records = self.engine.records();
+        match records.consume_refresh_token(&claims.jti, now).await? {
+            Some(stored) if stored.user_id == claims.sub => {}
+            Some(_) => return Err(invalid_token()),
+            None => {
+                let revoked = records.revoke_refresh_tokens(&claims.sub).await?;
+                tracing::warn!(user = %claims.sub, revoked, "a used or revoked refresh token came back");
+                return Err(invalid_token());
+            }
+        }
+        let user = records.user(&claims.sub).await?.ok_or_else(invalid_token)?;
+        self.issue_tokens(&user).await
+    }
+
+    /// Revokes every refresh token of the caller's user; returns how many.
+    pub async fn logout(&self, caller: &Caller) -> Result<u64, ApiError> {
+        Ok(self.engine.records().revoke_refresh_tokens(&caller.user_id).await?)
+    }
+
+    /// A new access and refresh token for `user`; the refresh token's id is stored.
+    pub async fn issue_tokens(&self, user: &User) -> Result<TokenPair, ApiError> {
+        let now = self.engine.now();
+        let access = TokenKeys::claims(TokenKind::Access, user, now, self.access_ttl);
+        let refresh = TokenKeys::claims(TokenKind::Refresh, user, now, self.refresh_ttl);
+        self.engine
+            .records()
+            .insert_refresh_token(&RefreshToken {
+                id: refresh.jti.clone(),
+                user_id: user.id.clone(),
+                issued_at: now,
+                expires_at: now.plus(self.refresh_ttl),
+            })
+            .await?;
+        Ok(TokenPair {
+            access_token: self.tokens.sign(&access).map_err(ApiError::internal)?,
+            refresh_token: self.tokens.sign(&refresh).map_err(ApiError::internal)?,
+            token_type: "Bearer",
+            expires_in: self.access_ttl.as_secs(),
+        })
+    }
+
+    /// Who sent these headers: `None` without credentials, else the caller or 401
+    /// `unauthenticated`. `Authorization: Bearer` is looked at first, then `X-API-Key`.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Option<Result<Caller, ApiError>> {
+        if let Some(value) = headers.get(header::AUTHORIZATION) {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim());
+            return Some(match token {
+                Some(token) => self.authenticate_token(token).await,
+                None => Err(ApiError::unauthenticated("expected `Authorization: Bearer <token>`")),
+            });
+        }
+        let key = headers.get(API_KEY_HEADER)?;
+        Some(match key.to_str() {
+            Ok(key) => self.authenticate_key(key.trim()).await,
+            Err(_) => Err(ApiError::unauthenticated("the API key is invalid or revoked")),
+        })
+    }
+
+    /// The caller behind an access token.
+    pub async fn authenticate_token(&self, token: &str) -> Result<Caller, ApiError> {
+        let refused = || ApiError::unauthenticated("the access token is invalid or expired");
+        if token.len() > MAX_CREDENTIAL_BYTES {
+            return Err(refused());
+        }
+        let claims = self.tokens.verify(token, TokenKind::Access, self.engine.now()).map_err(|_| refused())?;
+        let user = self.engine.records().user(&claims.sub).await?.ok_or_else(refused)?;
+        if user.tenant_id.as_str() != claims.tenant {
+            return Err(refused());
+        }
+        Ok(Caller {
+            user_id: user.id,
+            acts_for: ActsFor::Tenant(user.tenant_id.clone()),
+            tenant: user.tenant_id,
+            role: user.role,
+            credential: Credential::AccessToken { jti: claims.jti },
+        })
+    }
+
+    /// The caller behind an API key: the key's creator, acting for the key's tenant (any
+    /// tenant for a service key, while its creator is still an admin).
+    pub async fn authenticate_key(&self, key: &str) -> Result<Caller, ApiError> {
+        let refused = || ApiError::unauthenticated("the API key is invalid or revoked");
+        if !key.starts_with(API_KEY_PREFIX) || key.len() > MAX_CREDENTIAL_BYTES {
+            return Err(refused());
+        }
+        let records = self.engine.records();
+        let stored = records.api_key_by_hash(&hash_api_key(key)).await?.ok_or_else(refused)?;
+        if stored.revoked_at.is_some() {
+            return Err(refused());
+        }
+        let creator_id = key_creator(&stored.id).ok_or_else(refused)?;
+        let creator = records.user(creator_id).await?.ok_or_else(refused)?;
+        let (tenant, acts_for) = match stored.tenant_id {
+            Some(t) => (t.clone(), ActsFor::Tenant(t)),
+            None if creator.role == Role::Admin => (creator.tenant_id.clone(), ActsFor::AnyTenant),
+            None => return Err(refused()),
+        };
+        Ok(Caller {
+            user_id: creator.id,
+            tenant,
+            role: creator.role,
+            acts_for,
+            credential: Credential::ApiKey { key_id: stored.id },
+        })
+    }
+
+    /// Creates an API key for the caller's tenant, another tenant (admins), or any tenant
+    /// (admins, `any_tenant`).
+    pub async fn create_api_key(&self, caller: &Caller, req: NewApiKey) -> Result<CreatedApiKey, ApiError> {
+        let name = check_text("name", &req.name, 100)?;
+        let service_name = req.service_name.as_deref().map(|s| check_text("service_name", s, 128)).transpose()?;
+        let tenant = match (req.any_tenant, req.tenant_id) {
+            (true, Some(_)) => return Err(ApiError::invalid("any_tenant", "name a tenant or ask for any, not both")),
+            (true, None) if !caller.is_admin() => {
+                return Err(ApiError::forbidden("only admins may create keys for any tenant"));
+            }
+            (true, None) => None,
+            (false, None) => Some(caller.tenant.clone()),
+            (false, Some(t)) => {
+                let t = TenantId::new(t).map_err(|e| ApiError::invalid("tenant_id", e.to_string()))?;
+                if t != caller.tenant && !caller.is_admin() {
+                    return Err(ApiError::forbidden("keys can only be created for your own tenant"));
+                }
+                if self.engine.records().tenant(&t).await?.is_none() {
+                    return Err(ApiError::invalid("tenant_id", format!("unknown tenant `{t}`")));
+                }
+                Some(t)
+            }
+        };
+        let secret = format!("{API_KEY_PREFIX}{}", hex(&rand::random::<[u8; 32]>()));
+        let key = ApiKey {
+            id: format!("{}.{}", new_id("key_"), caller.user_id),
+            tenant_id: tenant,
+            name,
+            service_name,
+            key_hash: hash_api_key(&secret),
+            created_at: self.engine.now(),
+            revoked_at: None,
+        };
+        self.engine.records().insert_api_key(&key).await?;
+        tracing::info!(key = %key.id, tenant = ?key.tenant_id, "API key created");
+        Ok(CreatedApiKey { id: key.id, key: secret })
+    }
+
+    /// The active keys of the caller's tenant, and for admins the service keys too.
+    pub async fn api_keys(&self, caller: &Caller) -> Result<Vec<ApiKeyInfo>, ApiError> {
+        Ok(self
+            .visible_keys(caller)
+            .await?
+            .into_iter()
+            .map(|k| ApiKeyInfo {
+                any_tenant: k.tenant_id.is_none(),
+                id: k.id,
+                name: k.name,
+                service_name: k.service_name,
+                tenant_id: k.tenant_id.map(String::from),
+                created_at: k.created_at,
+            })
+            .collect())
+    }
+
+    async fn visible_keys(&self, caller: &Caller) -> Result<Vec<ApiKey>, ApiError> {
+        let records = self.engine.records();
+        let mut keys = records.api_keys(Some(&caller.tenant)).await?;
+        if caller.is_admin() {
+            keys.extend(records.api_keys(None).await?);
+        }
+        keys.retain(|k| k.revoked_at.is_none());
+        Ok(keys)
+    }
+
+    /// Revokes one of the keys [`api_keys`](Self::api_keys) lists; 404 for any other.
+    pub async fn revoke_api_key(&self, caller: &Caller, id: &str) -> Result<(), ApiError> {
+        let keys = self.visible_keys(caller).await?;
+        if !keys.iter().any(|k| k.id == id) {
+            return Err(ApiError::not_found("no such API key"));
+        }
+        self.engine.records().revoke_api_key(id, self.engine.now()).await?;
+        tracing::info!(key = %id, "API key revoked");
+        Ok(())
+    }
+
+    /// Creates the admin `email` in the platform tenant, or makes the existing user with
+    /// that e-mail an admin; sets the password and lifts any lock.
+    pub async fn create_or_update_admin(&self, email: &str, password: &str) -> Result<User, ApiError> {
+        let email = normalize_email(email).map_err(|m| ApiError::invalid("email", m))?;
+        password::check_password(password).map_err(|m| ApiError::invalid("password", m))?;
+        let platform = self.ensure_platform_tenant().await?;
+        let hash = password::hash_password(password.to_owned(), self.cost).await?;
+        let records = self.engine.records();
+        let user = match records.user_by_email(&email).await? {
+            Some(mut user) => {
+                user.password_hash = hash;
+                user.role = Role::Admin;
+                records.update_user(&user).await?;
+                user
+            }
+            None => {
+                let user = User {
+                    id: new_id("usr_"),
+                    tenant_id: platform,
+                    email: email.clone(),
+                    password_hash: hash,
+                    role: Role::Admin,
+                    created_at: self.engine.now(),
+                };
+                records.insert_user(&user).await?;
+                user
+            }
+        };
+        self.lockout.clear(&email, self.engine.now());
+        tracing::info!(admin = %email, tenant = %user.tenant_id, "admin ready");
+        Ok(user)
+    }
+
+    /// Makes sure an admin exists at start: the configured one (created or updated), else,
+    /// when the platform tenant has no admin yet, `admin@localhost` with a generated
+    /// password, which is returned (to be shown once).
+    pub async fn ensure_admin(&self, configured: Option<(&str, &str)>) -> Result<Option<String>, ApiError> {
+        if let Some((email, password)) = configured {
+            self.create_or_update_admin(email, password).await?;
+            return Ok(None);
+        }
+        let platform = TenantId::new(PLATFORM_TENANT).map_err(ApiError::internal)?;
+        let users = self.engine.records().users_of_tenant(&platform).await?;
+        if users.iter().any(|u| u.role == Role::Admin) {
+            return Ok(None);
+        }
+        let password = hex(&rand::random::<[u8; 16]>());
+        self.create_or_update_admin(DEFAULT_ADMIN_EMAIL, &password).await?;
+        Ok(Some(password))
+    }
+
+    async fn ensure_platform_tenant(&self) -> Result<TenantId, ApiError> {
+        let id = TenantId::new(PLATFORM_TENANT).map_err(ApiError::internal)?;
+        if self.engine.records().tenant(&id).await?.is_none() {
+            let plan = PlanId::new(PLATFORM_PLAN).map_err(ApiError::internal)?;
+            let mut tenant = Tenant::new(id.clone(), plan, self.engine.now());
+            tenant.name = "Platform".into();
+            match self.engine.create_tenant(&tenant).await {
+                Ok(()) | Err(metering_core::Error::AlreadyExists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(id)
+    }
+
+    /// Lifts the login lock of `email`; whether it was locked.
+    pub fn unlock(&self, email: &str) -> bool {
+        let email = normalize_email(email).unwrap_or_else(|_| email.to_owned());
+        self.lockout.clear(&email, self.engine.now())
+    }
+
+    /// Lifts the login locks of every user of `tenant`; returns how many were locked.
+    pub async fn unlock_tenant_users(&self, tenant: &TenantId) -> Result<usize, ApiError> {
+        let users = self.engine.records().users_of_tenant(tenant).await?;
+        let now = self.engine.now();
+        Ok(users.iter().filter(|u| self.lockout.clear(&u.email, now)).count())
+    }
+
+    async fn dummy_hash(&self) -> Result<String, ApiError> {
+        self.dummy_hash
+            .get_or_try_init(|| password::hash_password(hex(&rand::random::<[u8; 16]>()), self.cost))
+            .await
+            .cloned()
+    }
+}
+
+fn email_taken() -> ApiError {
+    ApiError::conflict("email_taken", "this e-mail is already registered").with_field("email")
+}
+
+fn locked(wait: Duration) -> ApiError {
+    ApiError::new(StatusCode::LOCKED, "account_locked", "too many failed logins; try again later")
+        .with_retry_after(retry_secs(wait).max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_keys_have_their_shapes() {
+        let t = tenant_id_for("John.Doe+tag@example.com").unwrap();
+        assert!(t.as_str().starts_with("john-doe-tag-"), "{t}");
+        assert!(tenant_id_for("...@example.com").unwrap().as_str().starts_with("tenant-"));
+        assert_eq!(key_creator("key_abc.usr_123"), Some("usr_123"));
+        assert_eq!(key_creator("key_abc"), None);
+        assert_eq!(hash_api_key("mk_x").len(), 64);
+        assert_eq!(retry_secs(Duration::from_millis(1_001)), 2);
+    }
+}
