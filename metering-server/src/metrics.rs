@@ -1,10 +1,119 @@
-//! Prometheus metrics: requests, decisions, latencies, queue depths.
+//! Prometheus metrics: requests, decisions, latencies.
+//!
+//! One global recorder per process, installed on first use and kept with its
+//! [`PrometheusHandle`] in a static, so several servers in one process (the tests) share it
+//! and `GET /metrics` renders what all of them recorded. The series:
+//!
+//! | name | type | labels |
+//! |---|---|---|
+//! | `http_requests_total` | counter | `route` (the route template, `unmatched` for none), `method`, `status` |
+//! | `http_request_duration_seconds` | histogram | `route`, `method` |
+//! | `http_requests_in_flight` | gauge | none |
+//! | `metering_decisions_total` | counter | `outcome` (`allowed`, `denied`), `reason` (`none` when allowed) |
+//!
+//! Routes are labelled by their template (`/admin/tenants/{id}`), never by the raw path, so
+//! the number of series stays bounded whatever clients send.
 
-use axum::extract::Request;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
+use metering_core::Decision;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Counts and times every request.
+/// Latency buckets in seconds: 50 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process's recorder handle, installing the global recorder on first call.
+///
+/// When another global recorder was installed first (an embedding program's), the handle
+/// still renders, but only what was recorded through it: nothing.
+pub(crate) fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new();
+        let builder = match builder.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "latency buckets refused; histograms become summaries");
+                PrometheusBuilder::new()
+            }
+        };
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if let Err(e) = metrics::set_global_recorder(recorder) {
+            tracing::warn!(error = %e, "a global metrics recorder was installed already; /metrics stays empty");
+        }
+        handle
+    })
+}
+
+/// The Prometheus text exposition of every series.
+pub(crate) fn render() -> String {
+    handle().render()
+}
+
+/// Counts one decision of the engine by outcome and reason.
+pub(crate) fn record_decision(decision: &Decision) {
+    let (outcome, reason) = match decision.reason {
+        None => ("allowed", "none"),
+        Some(r) => ("denied", r.as_str()),
+    };
+    metrics::counter!("metering_decisions_total", "outcome" => outcome, "reason" => reason).increment(1);
+}
+
+/// Counts and times every request, labelled by route template, method and status.
 pub(crate) async fn track_requests(request: Request, next: Next) -> Response {
-    next.run(request).await
+    handle();
+    let start = Instant::now();
+    let route = match request.extensions().get::<MatchedPath>() {
+        Some(p) => p.as_str().to_owned(),
+        None => "unmatched".to_owned(),
+    };
+    let method = method_label(request.method());
+    let in_flight = InFlight::enter();
+    let response = next.run(request).await;
+    drop(in_flight);
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!("http_request_duration_seconds", "route" => route.clone(), "method" => method)
+        .record(start.elapsed().as_secs_f64());
+    metrics::counter!("http_requests_total", "route" => route, "method" => method, "status" => status).increment(1);
+    response
+}
+
+/// One request in flight; leaves the gauge when dropped, also when the request is
+/// abandoned (client gone, timeout).
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn enter() -> Self {
+        let gauge = metrics::gauge!("http_requests_in_flight");
+        gauge.increment(1.0);
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// A bounded label for a method: the standard ones by name, anything else `other`.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }

@@ -1,0 +1,191 @@
+//! Promise 7 over HTTP: bad input gets a clear 4xx JSON error in the standard shape, never a
+//! panic or a 500, on every route.
+
+mod common;
+
+use common::{TestServer, call};
+use hyper::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Routes that take a JSON body, with a path that exists.
+fn body_routes(tenant: &str) -> Vec<(Method, String)> {
+    vec![
+        (Method::POST, "/auth/signup".into()),
+        (Method::POST, "/auth/login".into()),
+        (Method::POST, "/api/track".into()),
+        (Method::POST, "/api/track/batch".into()),
+        (Method::PATCH, format!("/admin/tenants/{tenant}")),
+        (Method::POST, format!("/admin/tenants/{tenant}/credits")),
+        (Method::POST, "/admin/plans".into()),
+        (Method::PUT, "/admin/plans/free".into()),
+    ]
+}
+
+/// Bodies no route accepts, with their content type.
+fn bad_bodies() -> Vec<(&'static str, Vec<u8>)> {
+    let json = "application/json";
+    let deep = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000));
+    vec![
+        (json, b"".to_vec()),
+        (json, b"{".to_vec()),
+        (json, b"{\"a\":".to_vec()),
+        (json, b"null".to_vec()),
+        (json, b"[]".to_vec()),
+        (json, b"\"text\"".to_vec()),
+        (json, b"42".to_vec()),
+        (json, b"{}".to_vec()),
+        (json, b"{\"events\": {}}".to_vec()),
+        (json, deep.into_bytes()),
+        (json, b"{\"email\": \"\xff\xfe\"}".to_vec()),
+        (json, b"{\"service_name\": 1, \"endpoint\": [], \"method\": {}}".to_vec()),
+        (json, b"{\"amount\": 1e400}".to_vec()),
+        (json, b"{\"name\": null, \"monthly_credits\": -5}".to_vec()),
+        ("text/plain", b"{\"service_name\": \"s\", \"endpoint\": \"/\", \"method\": \"GET\"}".to_vec()),
+        ("application/x-www-form-urlencoded", b"a=b".to_vec()),
+    ]
+}
+
+fn assert_shape(what: &str, status: StatusCode, body: &Value, text: &str) {
+    assert!(status.is_client_error(), "{what}: answered {status}: {text}");
+    let error = &body["error"];
+    assert!(
+        error["code"].as_str().is_some_and(|c| !c.is_empty()) && error["message"].is_string(),
+        "{what}: not the standard error shape: {text}"
+    );
+}
+
+#[tokio::test]
+async fn bad_bodies_get_a_4xx_in_the_standard_shape_on_every_route() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let u = s.signup("ada@example.com", None).await;
+    for (method, path) in body_routes(&u.tenant) {
+        for (content_type, body) in bad_bodies() {
+            let a =
+                s.http.raw(method.clone(), &path, Some(&admin), &[("content-type", content_type)], body.clone()).await;
+            let what = format!("{method} {path} <- {:?}", String::from_utf8_lossy(&body[..body.len().min(60)]));
+            assert_shape(&what, a.status, &a.body, &a.text);
+        }
+    }
+    // Nothing was half-written: the plans and the tenant are as they were.
+    let me = s.http.get("/api/me", Some(&u.token)).await;
+    assert_eq!(
+        (me.body["tenant"]["plan"].clone(), me.body["tenant"]["status"].clone()),
+        (json!("free"), json!("active"))
+    );
+    let credits = s.http.get("/api/credits", Some(&u.token)).await;
+    assert_eq!((credits.body["used"].clone(), credits.body["granted"].clone()), (json!(0), json!(0)));
+}
+
+#[tokio::test]
+async fn bad_track_fields_name_the_field() {
+    let s = TestServer::start().await;
+    let u = s.signup("ada@example.com", None).await;
+    let long = "x".repeat(600);
+    let with = |k: &str, v: Value| {
+        let mut b = call("/notes");
+        b[k] = v;
+        b
+    };
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (with("service_name", json!("")), 422, "service_name"),
+        (with("service_name", json!("   ")), 422, "service_name"),
+        (with("service_name", json!(long.clone())), 422, "service_name"),
+        (with("service_name", json!("a\u{0007}b")), 422, "service_name"),
+        (with("service_name", json!(5)), 422, "service_name"),
+        (with("endpoint", json!(long.repeat(2))), 422, "endpoint"),
+        (with("endpoint", json!(null)), 422, "endpoint"),
+        (with("method", json!("FETCH")), 422, "method"),
+        (with("method", json!("")), 422, "method"),
+        (with("credits_used", json!(-1)), 422, "credits_used"),
+        (with("credits_used", json!(1_000_001)), 422, "credits_used"),
+        (with("credits_used", json!(1e300)), 422, "credits_used"),
+        (with("credits_used", json!("3")), 422, "credits_used"),
+        (with("credits_used", json!(u64::MAX)), 422, "credits_used"),
+        (with("premium", json!("yes")), 422, "premium"),
+        (with("event_id", json!("")), 422, "event_id"),
+        (with("event_id", json!("has space")), 422, "event_id"),
+        (with("event_id", json!("e".repeat(129))), 422, "event_id"),
+        (with("feature", json!("bad feature!")), 422, "feature"),
+        (with("region", json!("")), 422, "region"),
+        (with("timestamp", json!("yesterday")), 422, "timestamp"),
+        (with("timestamp", json!("2026-13-45T00:00:00Z")), 422, "timestamp"),
+        (with("timestamp", json!("2020-01-01T00:00:00Z")), 422, "timestamp"),
+        (with("timestamp", json!("2099-01-01T00:00:00Z")), 422, "timestamp"),
+        (with("timestamp", json!(1_700_000_000)), 422, "timestamp"),
+        (with("tenant_id", json!("other-tenant")), 403, "tenant_id"),
+        (with("tenant_id", json!("")), 403, "tenant_id"),
+        (with("tenant_id", json!(7)), 422, "tenant_id"),
+    ];
+    for (body, status, field) in cases {
+        let a = s.track(&u.token, &body).await;
+        assert_shape(&body.to_string(), a.status, &a.body, &a.text);
+        assert_eq!(a.status.as_u16(), status, "{body}: {}", a.text);
+        assert_eq!(a.body["error"]["field"], json!(field), "{body}: {}", a.text);
+    }
+    // Nothing was charged or recorded.
+    let usage = s.http.get("/api/usage", Some(&u.token)).await;
+    assert_eq!(usage.body["items"], json!([]), "{}", usage.text);
+}
+
+#[tokio::test]
+async fn bad_query_strings_name_the_parameter() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let bad_range = "from=2026-03-02T00:00:00Z&to=2026-03-01T00:00:00Z";
+    let cases: Vec<(&str, &str, &str)> = vec![
+        ("/api/usage", "limit=0", "limit"),
+        ("/api/usage", "limit=1001", "limit"),
+        ("/api/usage", "limit=-1", "limit"),
+        ("/api/usage", "limit=abc", "limit"),
+        ("/api/usage", "limit=1&limit=2", "limit"),
+        ("/api/usage", "from=yesterday", "from"),
+        ("/api/usage", "to=2026-02-30T00:00:00Z", "to"),
+        ("/api/usage", bad_range, "to"),
+        ("/api/usage", "method=FETCH", "method"),
+        ("/api/usage", "service=", "service"),
+        ("/api/usage", "cursor=zz", "cursor"),
+        ("/api/usage", "cursor=3a", "cursor"),
+        ("/api/usage", "cursor=%00%01", "cursor"),
+        ("/api/usage/summary", "group_by=planet", "group_by"),
+        ("/api/usage/summary", "group_by=tenant", "group_by"),
+        ("/api/usage/summary", "from=1", "from"),
+        ("/admin/usage", "tenant_id=%20", "tenant_id"),
+        ("/admin/usage", "limit=9999999999999999999999", "limit"),
+        ("/admin/tenants", "limit=0", "limit"),
+        ("/admin/tenants", "after=a%20b", "after"),
+        ("/admin/stats", bad_range, "to"),
+        ("/admin/stats", "from=%FF", "from"),
+        ("/admin/audit", "limit=x", "limit"),
+        ("/admin/audit", "before=not%20an%20id", "before"),
+    ];
+    for (path, query, field) in cases {
+        let a = s.http.get(&format!("{path}?{query}"), Some(&admin)).await;
+        let what = format!("GET {path}?{query}");
+        assert_shape(&what, a.status, &a.body, &a.text);
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {}", a.text);
+        assert_eq!(a.body["error"]["field"], json!(field), "{what}: {}", a.text);
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_oversized_bodies_answer_in_the_standard_shape() {
+    let s = TestServer::start().await;
+    let u = s.signup("ada@example.com", None).await;
+    for path in ["/nope", "/api", "/api/track/", "/admin/tenants/x/y/z", "/%2e%2e/etc/passwd"] {
+        let a = s.http.get(path, Some(&u.token)).await;
+        assert_shape(path, a.status, &a.body, &a.text);
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let big = format!("{{\"events\": [{}]}}", vec![call("/x").to_string(); 30_000].join(","));
+    assert!(big.len() > metering_server::MAX_BODY_BYTES);
+    let a = s
+        .http
+        .raw(Method::POST, "/api/track/batch", Some(&u.token), &[("content-type", "application/json")], big)
+        .await;
+    // The limit is enforced by tower-http's `RequestBodyLimitLayer` in `app()`, which
+    // answers a body announced too long before any extractor runs (in its own plain-text body).
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", a.text);
+    // The server is still fine.
+    assert_eq!(s.track(&u.token, &call("/x")).await.status, StatusCode::OK);
+}

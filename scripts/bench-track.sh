@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# The reference server's `POST /api/track` over real HTTP on loopback, against a baseline.
+#
+# The server (`metering-server`, release build) runs on its embedded default: SQLite
+# records with group commit (every answer waits for its ledger record to be durable) and
+# in-memory counters, in a fresh temporary data directory, pinned to one core. The script
+# signs up TENANTS tenants through the API on a plan with huge limits that an admin makes
+# through the API, and wrk, pinned to the other core, tracks calls for them in turn, each
+# with its own access token (JWT verification, Casbin authorization, decision, ledger
+# record: the whole path). In the same run, wrk sends the same requests to a bare axum
+# server (examples/track_bench_baseline.rs, same core) whose `POST /api/track` only parses
+# the same JSON body. Both are run ROUNDS times, interleaved, so drift on the machine hits
+# both alike. It prints requests/s and latency p50/p99 per run, the means, and the ratio.
+#
+#   bash scripts/bench-track.sh                  # 2 rounds of 10 s each
+#   DURATION=5s ROUNDS=1 bash scripts/bench-track.sh
+#
+# Settings (environment): DURATION (wrk -d, default 10s), ROUNDS (2), CONNECTIONS (32),
+# THREADS (wrk -t, 1), WARMUP (2s, not counted), TENANTS (100), PORT (3911; the baseline
+# uses PORT+1), SERVER_CPU (0), CLIENT_CPU (1), BUILD (1; 0 reuses the release binaries).
+#
+# Target: the server's requests/s at least 50% of the baseline's, and its p99 under 5 ms.
+# Loopback only; both servers are stopped and the data directory removed on exit. Needs
+# curl, python3, taskset (util-linux) and wrk (installed with apt-get when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-1}
+WARMUP=${WARMUP:-2s}
+TENANTS=${TENANTS:-100}
+PORT=${PORT:-3911}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+ADDR="127.0.0.1:${PORT}"
+BASE_ADDR="127.0.0.1:$((PORT + 1))"
+ADMIN_EMAIL="bench-admin@example.com"
+ADMIN_PASSWORD="bench admin password $$-$RANDOM"
+
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "== installing wrk"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get install -y wrk || { $sudo apt-get update && $sudo apt-get install -y wrk; }
+fi
+for tool in taskset curl python3; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "$tool is required" >&2; exit 1; }
+done
+pin_server=(taskset -c "$SERVER_CPU")
+pin_client=(taskset -c "$CLIENT_CPU")
+if [ "$(nproc)" -lt 2 ]; then
+  echo "warning: fewer than 2 CPUs; server and wrk share the CPU and nothing is pinned" >&2
+  pin_server=()
+  pin_client=()
+fi
+
+server_bin=target/release/metering-server
+base_bin=target/release/examples/track_bench_baseline
+if [ "${BUILD:-1}" != 0 ]; then
+  echo "== building (release)"
+  cargo build --release -p metering-server --bin metering-server
+  cargo build --release --example track_bench_baseline
+fi
+for bin in "$server_bin" "$base_bin"; do
+  [ -x "$bin" ] || { echo "$bin is not built" >&2; exit 1; }
+done
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+      done
+      kill -KILL "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_for() { # url log pid
+  for _ in $(seq 300); do
+    curl -s -o /dev/null "$1" && return 0
+    kill -0 "$3" 2>/dev/null || { cat "$2" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "$1 did not answer" >&2
+  cat "$2" >&2
+  exit 1
+}
+
+json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+
+echo "== starting the server on $ADDR (cpu $SERVER_CPU, data in $work/data)"
+METERING_LISTEN="$ADDR" METERING_DATA_DIR="$work/data" RUST_LOG=warn \
+  METERING_ADMIN_EMAIL="$ADMIN_EMAIL" METERING_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
+  METERING_SIGNUP_LIMIT="100000/hour" METERING_ACCESS_TOKEN_TTL="1h" \
+  "${pin_server[@]}" "$server_bin" >"$work/server.log" 2>&1 &
+server_pid=$!
+pids+=("$server_pid")
+wait_for "http://$ADDR/healthz" "$work/server.log" "$server_pid"
+
+echo "== starting the baseline on $BASE_ADDR (cpu $SERVER_CPU)"
+"${pin_server[@]}" "$base_bin" "$BASE_ADDR" >"$work/baseline.log" 2>&1 &
+base_pid=$!
+pids+=("$base_pid")
+wait_for "http://$BASE_ADDR/" "$work/baseline.log" "$base_pid"
+
+echo "== an admin makes the bench plan; $TENANTS tenants sign up on it"
+admin_token=$(curl -sf -H 'content-type: application/json' \
+  -d "{\"email\":\"$ADMIN_EMAIL\",\"password\":\"$ADMIN_PASSWORD\"}" "http://$ADDR/auth/login" | json_field access_token)
+curl -sf -o /dev/null -H 'content-type: application/json' -H "authorization: Bearer $admin_token" \
+  -d '{"id":"bench","name":"Bench","monthly_credits":1000000000000,"limits":[{"max":1000000000,"per":"day"}]}' \
+  "http://$ADDR/admin/plans"
+{
+  echo "creds = {"
+  for i in $(seq "$TENANTS"); do
+    answer=$(curl -sf -H 'content-type: application/json' \
+      -d "{\"email\":\"bench$i@example.com\",\"password\":\"bench password $i\",\"plan\":\"bench\"}" \
+      "http://$ADDR/auth/signup")
+    printf '  { "%s", "%s" },\n' "$(json_field access_token <<<"$answer")" "$(json_field tenant_id <<<"$answer")"
+  done
+  echo "}"
+  cat <<'LUA'
+local i = 0
+local bodies, headers = {}, {}
+for k, c in ipairs(creds) do
+  bodies[k] = '{"tenant_id":"' .. c[2] .. '","service_name":"bench","endpoint":"/items/{id}","method":"GET","credits_used":1}'
+  headers[k] = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. c[1] }
+end
+request = function()
+  i = i % #creds + 1
+  return wrk.format("POST", "/api/track", headers[i], bodies[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %.1f %d %d %d %d %d\n",
+    summary.requests / (summary.duration / 1e6),
+    latency:percentile(50), latency:percentile(99),
+    e.status, e.connect + e.read + e.write + e.timeout, summary.requests))
+end
+LUA
+} >"$work/track.lua"
+
+# Both answer 200 to the bench request before anything is measured.
+first=$(python3 - "$work/track.lua" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+token, tenant = re.search(r'\{ "([^"]+)", "([^"]+)" \}', text).groups()
+print(token, tenant)
+PY
+)
+read -r token tenant <<<"$first"
+body="{\"tenant_id\":\"$tenant\",\"service_name\":\"bench\",\"endpoint\":\"/items/{id}\",\"method\":\"GET\",\"credits_used\":1}"
+for addr in "$ADDR" "$BASE_ADDR"; do
+  code=$(curl -s -o "$work/check" -w '%{http_code}' -H 'content-type: application/json' \
+    -H "authorization: Bearer $token" -d "$body" "http://$addr/api/track")
+  if [ "$code" != 200 ]; then
+    echo "http://$addr/api/track answered $code, not 200: $(cat "$work/check")" >&2
+    exit 1
+  fi
+done
+
+WRK_LIMIT=$((${DURATION%s} + 30))
+load() { # addr duration -> "rps p50 p99 non2xx errors requests"
+  local out
+  out=$(timeout "$WRK_LIMIT" "${pin_client[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$2" --timeout 2s \
+    -s "$work/track.lua" "http://$1/api/track")
+  awk '$1 == "RESULT" { print $2, $3, $4, $5, $6, $7 }' <<<"$out"
+}
+
+echo "== warm-up ($WARMUP each)"
+load "$ADDR" "$WARMUP" >/dev/null
+load "$BASE_ADDR" "$WARMUP" >/dev/null
+
+echo "== measuring: $ROUNDS rounds x (server, baseline), wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $TENANTS tenants"
+: >"$work/results"
+for round in $(seq "$ROUNDS"); do
+  for target in server baseline; do
+    addr=$ADDR
+    [ "$target" = baseline ] && addr=$BASE_ADDR
+    read -r rps p50 p99 non2xx errors requests <<<"$(load "$addr" "$DURATION")"
+    echo "$target $round $rps $p50 $p99 $non2xx $errors $requests" >>"$work/results"
+    printf '   round %d %-9s %9.0f req/s  p50 %6d us  p99 %6d us  non-2xx %s  socket errors %s\n' \
+      "$round" "$target" "$rps" "$p50" "$p99" "$non2xx" "$errors"
+  done
+done
+
+echo
+echo "== results ($(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'))"
+awk -v rounds="$ROUNDS" '
+  { rps[$1] += $3; p50[$1] += $4; p99[$1] += $5; bad[$1] += $6 + $7; if ($5 > worst[$1]) worst[$1] = $5 }
+  END {
+    printf "   %-9s %12s %9s %9s %14s %7s\n", "target", "req/s (mean)", "p50 (us)", "p99 (us)", "worst p99 (us)", "errors"
+    split("server baseline", names, " ")
+    for (i = 1; i <= 2; i++) {
+      k = names[i]
+      printf "   %-9s %12.0f %9.0f %9.0f %14d %7d\n", k, rps[k] / rounds, p50[k] / rounds, p99[k] / rounds, worst[k], bad[k]
+    }
+    ratio = rps["server"] / rps["baseline"]
+    printf "\n   server / baseline requests/s: %.1f%%\n", 100 * ratio
+    ok = ratio >= 0.5 && worst["server"] < 5000 && bad["server"] == 0
+    printf "   target (>= 50%% of the baseline, p99 < 5 ms, no errors): %s\n", ok ? "met" : "NOT met"
+  }' "$work/results"
