@@ -50,9 +50,14 @@ pub enum RbacError {
     },
 }
 
+/// The most decisions remembered; the policy is fixed while the server runs, so a
+/// remembered decision never goes stale.
+const DECISION_CACHE: usize = 10_000;
+
 /// The access-control decision point.
 pub struct Rbac {
     enforcer: Enforcer,
+    decisions: std::sync::RwLock<std::collections::HashMap<String, bool>>,
 }
 
 impl std::fmt::Debug for Rbac {
@@ -105,19 +110,29 @@ impl Rbac {
         // Casbin checks a model lazily; one probe makes a broken matcher or request shape
         // stop the start instead of denying every call.
         enforcer.enforce((ANONYMOUS, "", "/healthz", "GET")).map_err(bad_model)?;
-        Ok(Rbac { enforcer })
+        Ok(Rbac { enforcer, decisions: Default::default() })
     }
 
     /// Whether `subject` in `domain` may call `action` on `object`. An enforcer error
     /// denies (and is logged).
     pub fn allows(&self, subject: &str, domain: &str, object: &str, action: &str) -> bool {
-        match self.enforcer.enforce((subject, domain, object, action)) {
+        let key = [subject, domain, object, action].join("\u{0}");
+        if let Some(&allowed) = self.decisions.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return allowed;
+        }
+        let allowed = match self.enforcer.enforce((subject, domain, object, action)) {
             Ok(allowed) => allowed,
             Err(e) => {
                 tracing::error!(error = %e, subject, object, action, "access-control check failed; denied");
-                false
+                return false;
             }
+        };
+        let mut decisions = self.decisions.write().unwrap_or_else(|p| p.into_inner());
+        if decisions.len() >= DECISION_CACHE {
+            decisions.clear();
         }
+        decisions.insert(key, allowed);
+        allowed
     }
 
     /// Whether `caller` (`None`: anonymous) may call `method` on the route `template`.

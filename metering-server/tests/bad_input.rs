@@ -177,15 +177,17 @@ async fn unknown_routes_and_oversized_bodies_answer_in_the_standard_shape() {
         assert_shape(path, a.status, &a.body, &a.text);
         assert_eq!(a.status, StatusCode::NOT_FOUND, "{path}");
     }
+    let a = s.http.get("/api/track", Some(&u.token)).await;
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED, "{}", a.text);
+    assert_shape("GET /api/track", a.status, &a.body, &a.text);
     let big = format!("{{\"events\": [{}]}}", vec![call("/x").to_string(); 30_000].join(","));
     assert!(big.len() > metering_server::MAX_BODY_BYTES);
     let a = s
         .http
         .raw(Method::POST, "/api/track/batch", Some(&u.token), &[("content-type", "application/json")], big)
         .await;
-    // The limit is enforced by tower-http's `RequestBodyLimitLayer` in `app()`, which
-    // answers a body announced too long before any extractor runs (in its own plain-text body).
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", a.text);
+    assert_shape("/api/track/batch", a.status, &a.body, &a.text);
     // The server is still fine.
     assert_eq!(s.track(&u.token, &call("/x")).await.status, StatusCode::OK);
 }

@@ -5,6 +5,7 @@
 
 mod bounded;
 mod caller;
+mod identities;
 pub mod limiter;
 pub mod lockout;
 pub mod password;

@@ -14,6 +14,7 @@ use tokio::sync::OnceCell;
 use utoipa::ToSchema;
 
 use super::caller::{ActsFor, Caller, Credential};
+use super::identities::Identities;
 use super::limiter::KeyedLimiter;
 use super::lockout::{Lockout, LockoutPolicy};
 use super::normalize_email;
@@ -158,6 +159,7 @@ pub struct AuthService {
     lockout: Lockout,
     signups: KeyedLimiter,
     dummy_hash: OnceCell<String>,
+    identities: Identities,
 }
 
 impl std::fmt::Debug for AuthService {
@@ -248,6 +250,7 @@ impl AuthService {
             lockout: Lockout::new(LockoutPolicy::default()),
             signups: KeyedLimiter::new(settings.signup_limit),
             dummy_hash: OnceCell::new(),
+            identities: Identities::new(),
         })
     }
 
@@ -429,7 +432,7 @@ impl AuthService {
             return Err(refused());
         }
         let claims = self.tokens.verify(token, TokenKind::Access, self.engine.now()).map_err(|_| refused())?;
-        let user = self.engine.records().user(&claims.sub).await?.ok_or_else(refused)?;
+        let user = self.cached_user(&claims.sub).await?.ok_or_else(refused)?;
         if user.tenant_id.as_str() != claims.tenant {
             return Err(refused());
         }
@@ -442,6 +445,32 @@ impl AuthService {
         })
     }
 
+    /// A user by id, from the identity cache or the store.
+    async fn cached_user(&self, id: &str) -> Result<Option<User>, ApiError> {
+        let now = self.engine.now();
+        if let Some(user) = self.identities.user(id, now) {
+            return Ok(Some(user));
+        }
+        let user = self.engine.records().user(id).await?;
+        if let Some(user) = &user {
+            self.identities.put_user(user, now);
+        }
+        Ok(user)
+    }
+
+    /// An API key by the hash of its secret, from the identity cache or the store.
+    async fn cached_key(&self, hash: &str) -> Result<Option<ApiKey>, ApiError> {
+        let now = self.engine.now();
+        if let Some(key) = self.identities.key(hash, now) {
+            return Ok(Some(key));
+        }
+        let key = self.engine.records().api_key_by_hash(hash).await?;
+        if let Some(key) = &key {
+            self.identities.put_key(key, now);
+        }
+        Ok(key)
+    }
+
     /// The caller behind an API key: the key's creator, acting for the key's tenant (any
     /// tenant for a service key, while its creator is still an admin).
     pub async fn authenticate_key(&self, key: &str) -> Result<Caller, ApiError> {
@@ -449,13 +478,12 @@ impl AuthService {
         if !key.starts_with(API_KEY_PREFIX) || key.len() > MAX_CREDENTIAL_BYTES {
             return Err(refused());
         }
-        let records = self.engine.records();
-        let stored = records.api_key_by_hash(&hash_api_key(key)).await?.ok_or_else(refused)?;
+        let stored = self.cached_key(&hash_api_key(key)).await?.ok_or_else(refused)?;
         if stored.revoked_at.is_some() {
             return Err(refused());
         }
         let creator_id = key_creator(&stored.id).ok_or_else(refused)?;
-        let creator = records.user(creator_id).await?.ok_or_else(refused)?;
+        let creator = self.cached_user(creator_id).await?.ok_or_else(refused)?;
         let (tenant, acts_for) = match stored.tenant_id {
             Some(t) => (t.clone(), ActsFor::Tenant(t)),
             None if creator.role == Role::Admin => (creator.tenant_id.clone(), ActsFor::AnyTenant),
@@ -538,10 +566,11 @@ impl AuthService {
     /// Revokes one of the keys [`api_keys`](Self::api_keys) lists; 404 for any other.
     pub async fn revoke_api_key(&self, caller: &Caller, id: &str) -> Result<(), ApiError> {
         let keys = self.visible_keys(caller).await?;
-        if !keys.iter().any(|k| k.id == id) {
+        let Some(key) = keys.iter().find(|k| k.id == id) else {
             return Err(ApiError::not_found("no such API key"));
-        }
+        };
         self.engine.records().revoke_api_key(id, self.engine.now()).await?;
+        self.identities.forget_key(&key.key_hash);
         tracing::info!(key = %id, "API key revoked");
         Ok(())
     }
@@ -559,6 +588,7 @@ impl AuthService {
                 user.password_hash = hash;
                 user.role = Role::Admin;
                 records.update_user(&user).await?;
+                self.identities.forget_user(&user.id);
                 user
             }
             None => {

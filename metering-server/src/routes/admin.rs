@@ -24,10 +24,7 @@ use crate::routes::tenant::{
 use crate::routes::track::ErrorBody;
 use crate::{ApiError, ApiJson, AppState};
 
-// The audit helper lives in `src/audit.rs`; until the crate root declares it, it is
-// compiled here.
-#[path = "../audit.rs"]
-mod audit;
+use crate::audit;
 
 /// The most credits one grant or claw-back may move.
 const MAX_GRANT: i64 = 1_000_000_000;
