@@ -16,7 +16,7 @@ use crate::limit::rebuilt_tat;
 use crate::plan::{Per, Plan, PlanId};
 use crate::policy::{Policy, PolicyCache};
 use crate::pricing::price;
-use crate::store::{Admission, Admitted, HotSnapshot, HotStore, RecordStore};
+use crate::store::{Admission, Admitted, HotSnapshot, HotStore, LockoutPolicy, LoginGuard, RecordStore};
 use crate::tenant::{Period, Tenant, TenantId, TenantOverrides, TenantStatus};
 use crate::writer::{GroupCommit, LedgerWriter};
 
@@ -476,6 +476,21 @@ impl Engine {
     /// Replaces a tenant's overrides.
     pub async fn set_overrides(&self, id: &TenantId, overrides: TenantOverrides) -> Result<Tenant, Error> {
         self.update_tenant(id, |t| t.overrides = overrides).await
+    }
+
+    /// Counts a failed login for `key` (a lower-case e-mail) now; the state after it.
+    pub async fn login_failed(&self, key: &str, policy: LockoutPolicy) -> Result<LoginGuard, Error> {
+        self.inner.hot.login_failed(key, self.now(), policy).await
+    }
+
+    /// The login state of `key` now.
+    pub async fn login_guard(&self, key: &str, policy: LockoutPolicy) -> Result<LoginGuard, Error> {
+        self.inner.hot.login_guard(key, self.now(), policy).await
+    }
+
+    /// Clears the failures and lock of `key` (a successful login, or an admin's unlock).
+    pub async fn clear_login(&self, key: &str) -> Result<(), Error> {
+        self.inner.hot.clear_login(key).await
     }
 
     /// Forgets every hot counter; they are rebuilt from the ledger on next use.

@@ -325,7 +325,7 @@ async fn an_admin_unlocks_a_tenants_users() {
     for _ in 0..5 {
         srv.login("ada@example.com", "wrong password").await;
     }
-    assert!(srv.state.auth().unlock("ADA@example.com"));
+    assert!(srv.state.auth().unlock("ADA@example.com").await.unwrap());
     assert_eq!(srv.login("ada@example.com", PASSWORD).await.status, StatusCode::OK);
 
     // Through the admin route.

@@ -7,7 +7,6 @@ mod bounded;
 mod caller;
 mod identities;
 pub mod limiter;
-pub mod lockout;
 pub mod password;
 mod service;
 pub mod token;

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode, header};
-use metering_core::{ApiKey, Engine, PlanId, RefreshToken, Role, Tenant, TenantId, User};
+use metering_core::{ApiKey, Engine, LockoutPolicy, PlanId, RefreshToken, Role, Tenant, TenantId, User};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
@@ -16,7 +16,6 @@ use utoipa::ToSchema;
 use super::caller::{ActsFor, Caller, Credential};
 use super::identities::Identities;
 use super::limiter::KeyedLimiter;
-use super::lockout::{Lockout, LockoutPolicy};
 use super::normalize_email;
 use super::password::{self, PasswordCost};
 use super::token::{TokenKeys, TokenKind};
@@ -156,7 +155,7 @@ pub struct AuthService {
     access_ttl: Duration,
     refresh_ttl: Duration,
     cost: PasswordCost,
-    lockout: Lockout,
+    lockout: LockoutPolicy,
     signups: KeyedLimiter,
     dummy_hash: OnceCell<String>,
     identities: Identities,
@@ -247,7 +246,7 @@ impl AuthService {
             access_ttl: settings.access_token_ttl,
             refresh_ttl: settings.refresh_token_ttl,
             cost: settings.password_cost,
-            lockout: Lockout::new(LockoutPolicy::default()),
+            lockout: LockoutPolicy::default(),
             signups: KeyedLimiter::new(settings.signup_limit),
             dummy_hash: OnceCell::new(),
             identities: Identities::new(),
@@ -328,8 +327,8 @@ impl AuthService {
     pub async fn login(&self, req: LoginRequest) -> Result<TokenPair, ApiError> {
         let now = self.engine.now();
         let Ok(email) = normalize_email(&req.email) else { return Err(invalid_credentials()) };
-        if let Err(wait) = self.lockout.check(&email, now) {
-            return Err(locked(wait));
+        if let Some(until) = self.engine.login_guard(&email, self.lockout).await?.locked_until {
+            return Err(locked(until.since(now)));
         }
         let too_long = req.password.chars().count() > password::MAX_PASSWORD_CHARS;
         let user = self.engine.records().user_by_email(&email).await?;
@@ -339,14 +338,13 @@ impl AuthService {
         };
         let password = if too_long { String::new() } else { req.password };
         let matches = password::verify_password(password, hash).await? && user.is_some() && !too_long;
-        let now = self.engine.now();
         match user {
             Some(user) if matches => {
-                self.lockout.clear(&email, now);
+                self.engine.clear_login(&email).await?;
                 self.issue_tokens(&user).await
             }
             _ => {
-                if self.lockout.failed(&email, now).is_some() {
+                if self.engine.login_failed(&email, self.lockout).await?.locked_until.is_some() {
                     tracing::warn!(email = %email, "account locked after repeated failed logins");
                 }
                 Err(invalid_credentials())
@@ -604,7 +602,7 @@ impl AuthService {
                 user
             }
         };
-        self.lockout.clear(&email, self.engine.now());
+        self.engine.clear_login(&email).await?;
         tracing::info!(admin = %email, tenant = %user.tenant_id, "admin ready");
         Ok(user)
     }
@@ -642,16 +640,20 @@ impl AuthService {
     }
 
     /// Lifts the login lock of `email`; whether it was locked.
-    pub fn unlock(&self, email: &str) -> bool {
+    pub async fn unlock(&self, email: &str) -> Result<bool, ApiError> {
         let email = normalize_email(email).unwrap_or_else(|_| email.to_owned());
-        self.lockout.clear(&email, self.engine.now())
+        let was_locked = self.engine.login_guard(&email, self.lockout).await?.locked_until.is_some();
+        self.engine.clear_login(&email).await?;
+        Ok(was_locked)
     }
 
     /// Lifts the login locks of every user of `tenant`; returns how many were locked.
     pub async fn unlock_tenant_users(&self, tenant: &TenantId) -> Result<usize, ApiError> {
-        let users = self.engine.records().users_of_tenant(tenant).await?;
-        let now = self.engine.now();
-        Ok(users.iter().filter(|u| self.lockout.clear(&u.email, now)).count())
+        let mut unlocked = 0;
+        for user in self.engine.records().users_of_tenant(tenant).await? {
+            unlocked += usize::from(self.unlock(&user.email).await?);
+        }
+        Ok(unlocked)
     }
 
     async fn dummy_hash(&self) -> Result<String, ApiError> {
