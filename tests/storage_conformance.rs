@@ -185,6 +185,7 @@ mod checks {
             name: format!("key {id}"),
             service_name: None,
             key_hash: hash.into(),
+            created_by: "usr-1".into(),
             created_at: t(2),
             revoked_at: None,
         }

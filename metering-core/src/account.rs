@@ -58,6 +58,8 @@ pub struct ApiKey {
     pub service_name: Option<String>,
     /// A hash of the secret.
     pub key_hash: String,
+    /// The id of the user who created it; the key acts with that user's role.
+    pub created_by: String,
     /// When the key was created.
     pub created_at: Timestamp,
     /// When the key was revoked, if it was.

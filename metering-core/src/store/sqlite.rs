@@ -146,7 +146,8 @@ CREATE TABLE api_keys (
     service_name TEXT,
     key_hash TEXT NOT NULL UNIQUE,
     created_at INTEGER NOT NULL,
-    revoked_at INTEGER
+    revoked_at INTEGER,
+    created_by TEXT NOT NULL
 ) STRICT;
 CREATE INDEX api_keys_tenant ON api_keys (tenant_id, id);
 
@@ -254,7 +255,7 @@ const DAY_MICROS: i64 = 86_400_000_000;
 
 const TENANT_COLUMNS: &str = "id, name, plan_id, region, status, billing_anchor, overrides, created_at";
 const USER_COLUMNS: &str = "id, tenant_id, email, password_hash, role, created_at";
-const KEY_COLUMNS: &str = "id, tenant_id, name, service_name, key_hash, created_at, revoked_at";
+const KEY_COLUMNS: &str = "id, tenant_id, name, service_name, key_hash, created_at, revoked_at, created_by";
 
 type Shared = Arc<Mutex<Connection>>;
 
@@ -523,6 +524,7 @@ fn decode_key(row: &Row<'_>) -> Result<ApiKey, Error> {
         key_hash: col(row, 4)?,
         created_at: Timestamp::from_micros(col(row, 5)?),
         revoked_at: col::<Option<i64>>(row, 6)?.map(Timestamp::from_micros),
+        created_by: col(row, 7)?,
     })
 }
 
@@ -929,7 +931,7 @@ impl RecordStore for SqliteRecords {
         self.write(move |c| {
             let inserted = c
                 .prepare_cached(&format!(
-                    "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING"
+                    "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING"
                 ))
                 .and_then(|mut s| {
                     s.execute(params![
@@ -940,6 +942,7 @@ impl RecordStore for SqliteRecords {
                         k.key_hash,
                         k.created_at.as_micros(),
                         k.revoked_at.map(Timestamp::as_micros),
+                        k.created_by,
                     ])
                 })
                 .map_err(db)?;

@@ -198,11 +198,6 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
-/// Core's `ApiKey` has no creator field, so a key's id carries it: `key_<random>.<user id>`.
-fn key_creator(key_id: &str) -> Option<&str> {
-    key_id.split_once('.').map(|(_, user)| user).filter(|u| !u.is_empty())
-}
-
 fn check_text(field: &'static str, value: &str, max: usize) -> Result<String, ApiError> {
     let value = value.trim();
     if value.is_empty() {
@@ -480,8 +475,7 @@ impl AuthService {
         if stored.revoked_at.is_some() {
             return Err(refused());
         }
-        let creator_id = key_creator(&stored.id).ok_or_else(refused)?;
-        let creator = self.cached_user(creator_id).await?.ok_or_else(refused)?;
+        let creator = self.cached_user(&stored.created_by).await?.ok_or_else(refused)?;
         let (tenant, acts_for) = match stored.tenant_id {
             Some(t) => (t.clone(), ActsFor::Tenant(t)),
             None if creator.role == Role::Admin => (creator.tenant_id.clone(), ActsFor::AnyTenant),
@@ -521,11 +515,12 @@ impl AuthService {
         };
         let secret = format!("{API_KEY_PREFIX}{}", hex(&rand::random::<[u8; 32]>()));
         let key = ApiKey {
-            id: format!("{}.{}", new_id("key_"), caller.user_id),
+            id: new_id("key_"),
             tenant_id: tenant,
             name,
             service_name,
             key_hash: hash_api_key(&secret),
+            created_by: caller.user_id.clone(),
             created_at: self.engine.now(),
             revoked_at: None,
         };
@@ -682,8 +677,6 @@ mod tests {
         let t = tenant_id_for("John.Doe+tag@example.com").unwrap();
         assert!(t.as_str().starts_with("john-doe-tag-"), "{t}");
         assert!(tenant_id_for("...@example.com").unwrap().as_str().starts_with("tenant-"));
-        assert_eq!(key_creator("key_abc.usr_123"), Some("usr_123"));
-        assert_eq!(key_creator("key_abc"), None);
         assert_eq!(hash_api_key("mk_x").len(), 64);
         assert_eq!(retry_secs(Duration::from_millis(1_001)), 2);
     }
