@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::decision::{Decision, DenyReason};
+use crate::denials::DenialBudget;
 use crate::error::Error;
 use crate::event::{Event, TimeBounds, UsageEvent};
 use crate::ledger::{Appended, Grant, LedgerRecord, TimeBasis};
@@ -90,9 +91,18 @@ pub struct EngineBuilder {
     policy_ttl: Duration,
     policy_capacity: usize,
     group_commit: Option<GroupCommit>,
+    denial_records_per_minute: u32,
 }
 
 impl EngineBuilder {
+    /// How many denied calls per tenant and minute are written to the ledger (default
+    /// 100); past that they are answered as usual but only counted, so a flood of refused
+    /// calls cannot fill the disk. Charged calls are always written.
+    pub fn denial_records_per_minute(mut self, n: u32) -> Self {
+        self.denial_records_per_minute = n;
+        self
+    }
+
     /// Uses this clock instead of the system's.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
@@ -136,6 +146,7 @@ impl EngineBuilder {
                 bounds: self.bounds,
                 remember_for: self.remember_for,
                 policies: PolicyCache::new(self.policy_capacity, self.policy_ttl),
+                denials: DenialBudget::new(self.denial_records_per_minute),
                 writer,
             }),
         })
@@ -155,6 +166,7 @@ struct Inner {
     bounds: TimeBounds,
     remember_for: Duration,
     policies: PolicyCache,
+    denials: DenialBudget,
     writer: Option<LedgerWriter>,
 }
 
@@ -173,6 +185,7 @@ impl Engine {
             policy_ttl: Duration::from_secs(5),
             policy_capacity: 100_000,
             group_commit: None,
+            denial_records_per_minute: 100,
         }
     }
 
@@ -250,7 +263,7 @@ impl Engine {
     /// With `outcome.charge == false` an admitted call gives back its windows and credits
     /// and is recorded as not counted. A replayed ticket writes nothing.
     pub async fn settle(&self, ticket: Ticket, outcome: Outcome) -> Result<Decision, Error> {
-        if ticket.replayed {
+        if ticket.replayed || !self.worth_recording(&ticket) {
             return Ok(ticket.decision);
         }
         let (record, admission) = self.record_of(ticket, outcome).await?;
@@ -288,11 +301,26 @@ impl Engine {
     pub async fn settle_later(&self, ticket: Ticket, outcome: Outcome) -> Result<(), Error> {
         match &self.inner.writer {
             Some(w) if !ticket.replayed => {
+                if !self.worth_recording(&ticket) {
+                    return Ok(());
+                }
                 let (record, _) = self.record_of(ticket, outcome).await?;
                 w.submit(record).await
             }
             _ => self.settle(ticket, outcome).await.map(drop),
         }
+    }
+
+    /// Whether the ticket's record is written: always for an admitted call, within the
+    /// tenant's budget for a denial.
+    fn worth_recording(&self, ticket: &Ticket) -> bool {
+        ticket.decision.allowed || self.inner.denials.take(&ticket.admission.tenant, ticket.admission.now)
+    }
+
+    /// Denied calls answered but not written to the ledger (over the per-minute budget)
+    /// since the engine started.
+    pub fn unrecorded_denials(&self) -> u64 {
+        self.inner.denials.unrecorded()
     }
 
     /// The ticket's ledger record; an admitted call that is not charged gives back its

@@ -27,6 +27,7 @@ pub mod account;
 pub mod audit;
 pub mod clock;
 pub mod decision;
+mod denials;
 pub mod engine;
 pub mod error;
 pub mod event;

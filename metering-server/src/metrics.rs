@@ -10,6 +10,7 @@
 //! | `http_request_duration_seconds` | histogram | `route`, `method` |
 //! | `http_requests_in_flight` | gauge | none |
 //! | `metering_decisions_total` | counter | `outcome` (`allowed`, `denied`), `reason` (`none` when allowed) |
+//! | `metering_denials_unrecorded` | gauge | none: denials answered but over the ledger's per-tenant budget |
 //!
 //! Routes are labelled by their template (`/admin/tenants/{id}`), never by the raw path, so
 //! the number of series stays bounded whatever clients send.
