@@ -100,6 +100,20 @@ pub fn app(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
 }
 
+/// How often ledger records past their retention are deleted.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Prunes the ledger now and then every [`PRUNE_EVERY`], for as long as the server runs.
+async fn prune_periodically(state: AppState) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        every.tick().await;
+        if let Err(e) = state.prune_ledger().await {
+            tracing::warn!(error = %e, "pruning the ledger failed; retried at the next round");
+        }
+    }
+}
+
 /// Serves `app(state)` on `listener` until `shutdown` completes, then finishes in-flight
 /// requests and flushes the ledger.
 pub async fn run(
@@ -108,9 +122,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let engine = state.engine.clone();
+    let pruner = tokio::spawn(prune_periodically(state.clone()));
     axum::serve(listener, app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await?;
+    pruner.abort();
     if let Err(e) = engine.flush().await {
         tracing::error!(error = %e, "flushing the ledger at shutdown failed");
     }

@@ -112,7 +112,13 @@ pub struct Settings {
     pub refresh_token_ttl: Duration,
     /// Password hashing cost (`METERING_ARGON2_MEMORY_KIB`, `METERING_ARGON2_ITERATIONS`).
     pub password_cost: PasswordCost,
+    /// How long raw ledger records are kept (`METERING_LEDGER_RETENTION`, default 400 days;
+    /// at least 62 days, so the current and the previous billing period stay rebuildable).
+    pub ledger_retention: Duration,
 }
+
+/// The shortest ledger retention accepted.
+pub(crate) const MIN_LEDGER_RETENTION: Duration = Duration::from_secs(62 * 86_400);
 
 /// A setting that cannot be used, named.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +149,7 @@ const KEYS: &[(&str, &str)] = &[
     ("refresh_token_ttl", "METERING_REFRESH_TOKEN_TTL"),
     ("argon2_memory_kib", "METERING_ARGON2_MEMORY_KIB"),
     ("argon2_iterations", "METERING_ARGON2_ITERATIONS"),
+    ("ledger_retention", "METERING_LEDGER_RETENTION"),
 ];
 
 const SECRET_KEYS: &[&str] = &["jwt_secret", "admin_password"];
@@ -169,6 +176,7 @@ impl Default for Settings {
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(30 * 86_400),
             password_cost: PasswordCost::DEFAULT,
+            ledger_retention: Duration::from_secs(400 * 86_400),
         }
     }
 }
@@ -289,6 +297,12 @@ impl Settings {
                 *slot = parse_duration(&v).map_err(|reason| invalid(name, key, &v, reason))?;
             }
         }
+        if let Some((name, v)) = get("ledger_retention")? {
+            s.ledger_retention = parse_duration(&v).map_err(|reason| invalid(name, "ledger_retention", &v, reason))?;
+            if s.ledger_retention < MIN_LEDGER_RETENTION {
+                return Err(invalid(name, "ledger_retention", &v, "must be at least 62 days (62d)".into()));
+            }
+        }
         if s.access_token_ttl >= s.refresh_token_ttl {
             return Err(SettingsError {
                 name: "METERING_ACCESS_TOKEN_TTL",
@@ -361,6 +375,10 @@ mod tests {
         assert!(err.to_string().contains("fortnight"), "{err}");
         let err = Settings::from_vars(vars(&[("METERING_SIGNUP_LIMIT", "0/hour")])).unwrap_err();
         assert_eq!(err.name, "METERING_SIGNUP_LIMIT");
+        let err = Settings::from_vars(vars(&[("METERING_LEDGER_RETENTION", "10d")])).unwrap_err();
+        assert_eq!(err.name, "METERING_LEDGER_RETENTION");
+        let s = Settings::from_vars(vars(&[("METERING_LEDGER_RETENTION", "90d")])).unwrap();
+        assert_eq!(s.ledger_retention, Duration::from_secs(90 * 86_400));
         let err = Settings::from_vars(vars(&[("METERING_CASBIN_MODEL", "/nonexistent/model.conf")])).unwrap_err();
         assert_eq!(err.name, "METERING_CASBIN_MODEL");
         let err = Settings::from_vars(vars(&[("METERING_ACCESS_TOKEN_TTL", "40d")])).unwrap_err();

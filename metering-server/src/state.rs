@@ -113,6 +113,17 @@ impl AppState {
         Ok(())
     }
 
+    /// Deletes ledger records older than the retention (`METERING_LEDGER_RETENTION`) on
+    /// the engine's clock; returns how many went.
+    pub async fn prune_ledger(&self) -> Result<u64, metering_core::Error> {
+        let cutoff = self.engine.now().minus(self.settings.ledger_retention);
+        let pruned = self.engine.records().prune(cutoff).await?;
+        if pruned > 0 {
+            tracing::info!(pruned, before = %cutoff, "ledger records past their retention deleted");
+        }
+        Ok(pruned)
+    }
+
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
@@ -185,5 +196,27 @@ mod tests {
         std::fs::write(dir.join(JWT_SECRET_FILE), "short").unwrap();
         assert!(matches!(stored_jwt_secret(&dir), Err(StartError::Secret { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn records_past_their_retention_are_pruned() {
+        use metering_core::store::memory::MemoryRecords;
+        use metering_core::{ManualClock, PlanId, Tenant, TenantId, UsageEvent};
+
+        let clock = ManualClock::at("2026-01-10T00:00:00Z");
+        let engine = Engine::builder(Arc::new(MemoryRecords::new()), Arc::new(MemoryHot::new()))
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let settings = Settings { jwt_secret: Some(Secret::new("x".repeat(32))), ..Settings::default() };
+        let state = AppState::with_engine(engine.clone(), settings).await.unwrap();
+        let acme = TenantId::new("acme").unwrap();
+        engine.create_tenant(&Tenant::new(acme, PlanId::new("free").unwrap(), engine.now())).await.unwrap();
+        engine.track(UsageEvent::new("acme", "svc", "/x", "GET")).await.unwrap();
+
+        clock.advance(std::time::Duration::from_secs(399 * 86_400));
+        assert_eq!(state.prune_ledger().await.unwrap(), 0, "still within 400 days");
+        clock.advance(std::time::Duration::from_secs(2 * 86_400));
+        assert_eq!(state.prune_ledger().await.unwrap(), 1);
     }
 }
