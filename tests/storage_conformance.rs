@@ -590,17 +590,20 @@ mod checks {
             (TimeBasis::Event, 1, 20, totals(1, 3)),
             (TimeBasis::Event, 5, 7, totals(0, 0)),
             (TimeBasis::Event, 5, 5, totals(0, 0)),
-            (TimeBasis::Decided, 0, 21, totals(2, 3)),
-            (TimeBasis::Decided, 100, 101, totals(1, 3)),
-            (TimeBasis::Decided, 20, 100, totals(1, 1)),
-            (TimeBasis::Decided, -1000, 1000, totals(3, 6)),
+            (TimeBasis::Decided { events_from: t(-1_000_000) }, 0, 21, totals(2, 3)),
+            (TimeBasis::Decided { events_from: t(-1_000_000) }, 100, 101, totals(1, 3)),
+            (TimeBasis::Decided { events_from: t(-1_000_000) }, 20, 100, totals(1, 1)),
+            (TimeBasis::Decided { events_from: t(-1_000_000) }, -1000, 1000, totals(3, 6)),
         ];
         for (basis, from, to, want) in cases {
             let got = s.usage_totals(&acme, basis, t(from), t(to)).await.unwrap();
             assert_eq!(got, want, "{basis:?} [{from}, {to})");
         }
         assert_eq!(s.usage_totals(&tid("beta"), TimeBasis::Event, t(0), t(21)).await.unwrap(), totals(1, 50));
-        let nobody = s.usage_totals(&tid("nobody"), TimeBasis::Decided, t(-1000), t(1000)).await.unwrap();
+        let nobody = s
+            .usage_totals(&tid("nobody"), TimeBasis::Decided { events_from: t(-1_000_000) }, t(-1000), t(1000))
+            .await
+            .unwrap();
         assert_eq!(nobody, UsageTotals::default());
     }
 

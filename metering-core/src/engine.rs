@@ -389,7 +389,12 @@ impl Engine {
         for limit in policy.plan.limits.iter().filter(|l| !l.per.is_calendar()) {
             let window = limit.per.nominal();
             let calls = records
-                .usage_totals(tenant, TimeBasis::Decided, now.minus(window), now.plus(Duration::from_micros(1)))
+                .usage_totals(
+                    tenant,
+                    TimeBasis::Decided { events_from: now.minus(window).minus(self.inner.bounds.max_age) },
+                    now.minus(window),
+                    now.plus(Duration::from_micros(1)),
+                )
                 .await?
                 .calls;
             if let Some(tat) = rebuilt_tat(*limit, calls, now) {

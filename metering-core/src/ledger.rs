@@ -38,8 +38,13 @@ pub enum Appended {
 pub enum TimeBasis {
     /// The event's own timestamp (calendar quotas, billing periods).
     Event,
-    /// When it was decided (smooth windows).
-    Decided,
+    /// When it was decided (smooth windows), among records whose event timestamp is at or
+    /// after `events_from`. A decided event is never older than the engine's time bounds
+    /// allow, so the engine passes `from - max_age` and a backend can scan by event time.
+    Decided {
+        /// The oldest event timestamp looked at.
+        events_from: Timestamp,
+    },
 }
 
 /// Counted calls and charged credits of admitted records in a range.

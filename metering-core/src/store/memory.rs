@@ -702,11 +702,11 @@ impl RecordStore for MemoryRecords {
         let shard = self.ledger.shard(tenant).lock();
         let mut totals = UsageTotals::default();
         for r in shard.get(tenant).map(|l| l.records.as_slice()).unwrap_or_default() {
-            let t = match basis {
-                TimeBasis::Event => r.event.timestamp,
-                TimeBasis::Decided => r.decided_at,
+            let (t, events_from) = match basis {
+                TimeBasis::Event => (r.event.timestamp, Timestamp::from_micros(i64::MIN)),
+                TimeBasis::Decided { events_from } => (r.decided_at, events_from),
             };
-            if r.counted && t >= from && t < to {
+            if r.counted && t >= from && t < to && r.event.timestamp >= events_from {
                 totals.calls += 1;
                 totals.credits += r.decision.credits_charged;
             }
