@@ -25,13 +25,12 @@
 //! |---|---|
 //! | unique `(event_id, tenant_id)` | the idempotency key; UUIDv7 ids are time-ordered, so it grows at its end |
 //! | `(ts, event_id)` | listings over every tenant, [`prune`](RecordStore::prune) |
-//! | `(tenant_id, ts, event_id, counted, credits_charged)` | a tenant's listing; event-time usage totals, covered |
-//! | `(tenant_id, decided_at, credits_charged) WHERE counted = 1` | decision-time usage totals, covered |
+//! | `(tenant_id, ts, event_id, counted, credits_charged, decided_at)` | a tenant's listing; usage totals by event time, and by decision time among the events of the last `max_age`, covered |
 //!
 //! Every usage total, listing and cursor page is one index range scan, in index order.
-//! The two tenant-ordered indexes are what an append pays for: a batch rewrites about
-//! one page of each per distinct tenant in it, so a batch spread over many tenants costs
-//! more per record than one dominated by a few (as real traffic usually is).
+//! The tenant-ordered index is what an append pays for: a batch rewrites about one page of
+//! it per distinct tenant in it, so a batch spread over many tenants costs more per record
+//! than one dominated by a few (as real traffic usually is).
 //!
 //! A [usage summary](RecordStore::usage_summary) of a tenant over a time range scans the
 //! same range of `(tenant_id, ts, ...)` and groups what it reads (a reason is read from the
