@@ -340,6 +340,11 @@ impl Engine {
         Ok((record, ticket.admission))
     }
 
+    /// Ledger records waiting for the group-commit writer now (0 without one).
+    pub fn ledger_queue_depth(&self) -> usize {
+        self.inner.writer.as_ref().map_or(0, LedgerWriter::depth)
+    }
+
     /// Waits until every queued ledger record is written.
     pub async fn flush(&self) -> Result<(), Error> {
         match &self.inner.writer {

@@ -63,6 +63,11 @@ impl LedgerWriter {
         self.tx.send(Job::Append(Box::new(record), None)).await.map_err(|_| Error::ShuttingDown)
     }
 
+    /// Records (and flush marks) waiting in the queue now.
+    pub(crate) fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Waits until everything queued before this call is written.
     pub(crate) async fn flush(&self) -> Result<(), Error> {
         let (ack, done) = oneshot::channel();
@@ -113,5 +118,44 @@ async fn run(store: Arc<dyn RecordStore>, mut rx: mpsc::Receiver<Job>, max_batch
         for f in flushes {
             let _ = f.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+    use crate::decision::Decision;
+    use crate::event::UsageEvent;
+    use crate::store::memory::MemoryRecords;
+
+    fn record(id: &str) -> LedgerRecord {
+        let now = Timestamp::from_secs(1_800_000_000);
+        let event = UsageEvent::new("acme", "svc", "/x", "GET").with_event_id(id).validate_at(now, &Default::default());
+        let event = event.unwrap();
+        let decision = Decision {
+            event_id: event.event_id.clone(),
+            allowed: true,
+            reason: None,
+            credits_charged: 1,
+            credits_remaining: 9,
+            limits: Vec::new(),
+            retry_after: None,
+        };
+        LedgerRecord { event, decided_at: now, decision, status: None, counted: true }
+    }
+
+    #[tokio::test]
+    async fn the_queue_depth_counts_what_waits_until_a_flush_writes_it() {
+        let store = Arc::new(MemoryRecords::new());
+        let writer = LedgerWriter::spawn(store.clone(), GroupCommit::default()).unwrap();
+        for id in ["a", "b", "c"] {
+            writer.submit(record(id)).await.unwrap();
+        }
+        assert_eq!(writer.depth(), 3, "the writer task has not run yet on this single-threaded runtime");
+        writer.flush().await.unwrap();
+        assert_eq!(writer.depth(), 0);
+        let written = store.records(&crate::ledger::LedgerQuery::default()).await.unwrap();
+        assert_eq!(written.len(), 3);
     }
 }

@@ -11,6 +11,7 @@
 //! | `http_requests_in_flight` | gauge | none |
 //! | `metering_decisions_total` | counter | `outcome` (`allowed`, `denied`), `reason` (`none` when allowed) |
 //! | `metering_denials_unrecorded` | gauge | none: denials answered but over the ledger's per-tenant budget |
+//! | `metering_ledger_queue_depth` | gauge | none: records waiting for the group-commit writer |
 //!
 //! Routes are labelled by their template (`/admin/tenants/{id}`), never by the raw path, so
 //! the number of series stays bounded whatever clients send.

@@ -283,6 +283,8 @@ async fn health_readiness_and_metrics() {
     assert!(!m.text.contains("/no/such/route"), "a raw path became a label");
     assert!(m.text.contains("http_request_duration_seconds_bucket{"), "{}", m.text);
     assert!(m.text.contains(r#"metering_decisions_total{outcome="allowed",reason="none"}"#), "{}", m.text);
+    assert!(m.text.contains("metering_ledger_queue_depth "), "{}", m.text);
+    assert!(m.text.contains("metering_denials_unrecorded "), "{}", m.text);
 }
 
 /// Every route of the reference server, as `(method, path template)`.

@@ -57,5 +57,6 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
 ))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ::metrics::gauge!("metering_denials_unrecorded").set(state.engine.unrecorded_denials() as f64);
+    ::metrics::gauge!("metering_ledger_queue_depth").set(state.engine.ledger_queue_depth() as f64);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::render())
 }
