@@ -20,7 +20,7 @@ fn free_port() -> SocketAddr {
 
 /// Starts the server binary on `addr` with its data in `dir`, and waits until it answers.
 async fn start(addr: SocketAddr, dir: &Path) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_metering-server"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_metering-server"))
         .env("METERING_LISTEN", addr.to_string())
         .env("METERING_DATA_DIR", dir)
         .env("METERING_JWT_SECRET", "a-test-secret-of-at-least-thirty-two-bytes")
@@ -40,6 +40,8 @@ async fn start(addr: SocketAddr, dir: &Path) -> Child {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("metering-server did not come up on {addr}");
 }
 
