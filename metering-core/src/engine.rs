@@ -345,12 +345,13 @@ impl Engine {
         self.inner.writer.as_ref().map_or(0, LedgerWriter::depth)
     }
 
-    /// Waits until every queued ledger record is written.
+    /// Waits until every queued ledger record is written and indexed by the record store
+    /// (see [`RecordStore::flush`]).
     pub async fn flush(&self) -> Result<(), Error> {
-        match &self.inner.writer {
-            Some(w) => w.flush().await,
-            None => Ok(()),
+        if let Some(w) = &self.inner.writer {
+            w.flush().await?;
         }
+        self.inner.records.flush().await
     }
 
     /// The tenant with its effective plan, from the cache or the records.

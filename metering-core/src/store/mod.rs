@@ -112,6 +112,12 @@ pub trait RecordStore: Send + Sync + 'static {
     ) -> Result<Vec<UsageGroup>, Error>;
     /// Deletes records whose event timestamp is before `before`; returns how many.
     async fn prune(&self, before: Timestamp) -> Result<u64, Error>;
+    /// Brings every appended record into the store's indexed form, so that every reader
+    /// of the same storage (another process included) sees it. A backend that indexes
+    /// appends at once has nothing to do.
+    async fn flush(&self) -> Result<(), Error> {
+        Ok(())
+    }
 
     /// Stores a credit grant.
     async fn add_grant(&self, grant: &Grant) -> Result<(), Error>;

@@ -67,7 +67,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -86,6 +86,17 @@ use crate::ledger::{Appended, Grant, GroupBy, LedgerQuery, LedgerRecord, TimeBas
 use crate::plan::{Plan, PlanId};
 use crate::store::RecordStore;
 use crate::tenant::{BillingAnchor, Tenant, TenantId, TenantStatus};
+
+mod journal;
+
+use journal::Journal;
+
+/// Records in a journal segment before it is sealed and handed to the indexer.
+const SEGMENT_RECORDS: usize = 2_048;
+
+/// Records that may wait in the journal; an append beyond this first waits for the
+/// indexer, so memory stays bounded when SQLite falls behind.
+const MAX_WAITING: usize = 8 * SEGMENT_RECORDS;
 
 /// Reader connections of a file-backed store.
 const READERS: usize = 4;
@@ -276,6 +287,27 @@ pub struct SqliteRecords {
     /// Empty for an in-memory database, whose only connection is the writer.
     readers: Box<[Shared]>,
     next_reader: AtomicUsize,
+    /// The ledger journal appends go through; `None` in memory, or when another store
+    /// owns this file's journal (appends then insert into the ledger directly).
+    journal: Option<Arc<JournalShare>>,
+}
+
+/// A journal shared between appends and its indexer task.
+struct JournalShare {
+    journal: parking_lot::Mutex<Journal>,
+    /// Records written and not yet indexed, readable without the lock.
+    waiting: AtomicUsize,
+    /// Records in sealed segments, readable without the lock.
+    sealed: AtomicUsize,
+    /// Whether an indexer task is running.
+    indexing: AtomicBool,
+}
+
+impl JournalShare {
+    fn publish_counts(&self, journal: &Journal) {
+        self.waiting.store(journal.waiting(), Ordering::SeqCst);
+        self.sealed.store(journal.sealed_len(), Ordering::SeqCst);
+    }
 }
 
 impl SqliteRecords {
@@ -299,18 +331,34 @@ impl SqliteRecords {
         writer.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES).map_err(db)?;
         writer.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT).map_err(db)?;
         migrate(&mut writer)?;
+        let journal = match journal::take_ownership(path)? {
+            Some(owner) => {
+                let leftovers = Journal::leftovers(path)?;
+                if !leftovers.records.is_empty() {
+                    insert_records(&mut writer, &leftovers.records)?;
+                    tracing::info!(records = leftovers.records.len(), "ledger journal replayed");
+                }
+                for file in &leftovers.files {
+                    journal::remove_segment(file);
+                }
+                let journal = Journal::new(path, owner, &leftovers, open_reader(path)?)?;
+                Some(Arc::new(JournalShare {
+                    journal: parking_lot::Mutex::new(journal),
+                    waiting: AtomicUsize::new(0),
+                    sealed: AtomicUsize::new(0),
+                    indexing: AtomicBool::new(false),
+                }))
+            }
+            None => None,
+        };
         let readers = (0..READERS)
-            .map(|_| {
-                let reader = Connection::open(path).map_err(db)?;
-                reader.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
-                reader.pragma_update(None, "query_only", true).map_err(db)?;
-                Ok(Arc::new(Mutex::new(reader)))
-            })
+            .map(|_| Ok(Arc::new(Mutex::new(open_reader(path)?))))
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(SqliteRecords {
             writer: Arc::new(Mutex::new(writer)),
             readers: readers.into_boxed_slice(),
             next_reader: AtomicUsize::new(0),
+            journal,
         })
     }
 
@@ -322,6 +370,7 @@ impl SqliteRecords {
             writer: Arc::new(Mutex::new(conn)),
             readers: Box::new([]),
             next_reader: AtomicUsize::new(0),
+            journal: None,
         })
     }
 
@@ -353,6 +402,139 @@ impl SqliteRecords {
         };
         run(guard, f).await
     }
+
+    /// Makes `records` durable in the journal; seals a full segment and starts the indexer.
+    async fn append_journaled(&self, share: &Arc<JournalShare>, records: Vec<LedgerRecord>) -> Result<Vec<Appended>, Error> {
+        if share.waiting.load(Ordering::SeqCst) >= MAX_WAITING {
+            self.index_journal(false).await?;
+        }
+        let j = Arc::clone(share);
+        let (outcomes, sealed) = blocking(move || {
+            let mut journal = j.journal.lock();
+            let outcomes = journal.append(records)?;
+            let full = journal.active_len() >= SEGMENT_RECORDS;
+            if full {
+                journal.seal();
+            }
+            j.publish_counts(&journal);
+            Ok((outcomes, full))
+        })
+        .await?;
+        if sealed {
+            self.start_indexer(share);
+        }
+        Ok(outcomes)
+    }
+
+    /// Indexes the sealed segments on a task of their own, unless one is running.
+    fn start_indexer(&self, share: &Arc<JournalShare>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            // Without a runtime, the next read or the backpressure in appends indexes.
+            return;
+        };
+        if share.indexing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (writer, share) = (Arc::clone(&self.writer), Arc::clone(share));
+        rt.spawn(async move {
+            loop {
+                let s = Arc::clone(&share);
+                let indexed = run(Arc::clone(&writer).lock_owned().await, move |c| index_sealed(c, &s, false)).await;
+                if let Err(e) = indexed {
+                    tracing::error!(error = %e, "ledger journal: indexing failed; its records wait in the journal");
+                }
+                share.indexing.store(false, Ordering::SeqCst);
+                // A segment sealed while this pass ran found the flag still set.
+                if share.sealed.load(Ordering::SeqCst) == 0 || share.indexing.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Moves what waits in the journal into the ledger table; with `everything`, the
+    /// segment appends go to as well, so a read that follows sees every acknowledged append.
+    async fn index_journal(&self, everything: bool) -> Result<(), Error> {
+        let Some(share) = &self.journal else { return Ok(()) };
+        if share.waiting.load(Ordering::SeqCst) == 0 {
+            return Ok(());
+        }
+        let s = Arc::clone(share);
+        self.write(move |c| index_sealed(c, &s, everything)).await
+    }
+}
+
+/// A read-only connection to the database file at `path`.
+fn open_reader(path: &Path) -> Result<Connection, Error> {
+    let reader = Connection::open(path).map_err(db)?;
+    reader.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+    reader.pragma_update(None, "query_only", true).map_err(db)?;
+    Ok(reader)
+}
+
+/// Inserts the sealed segments (after sealing the active one, with `seal_active`) into the
+/// ledger table in one transaction, then drops them from the journal.
+fn index_sealed(c: &mut Connection, share: &JournalShare, seal_active: bool) -> Result<(), Error> {
+    let segments = {
+        let mut journal = share.journal.lock();
+        if seal_active {
+            journal.seal();
+            share.publish_counts(&journal);
+        }
+        journal.sealed()
+    };
+    let Some(last) = segments.last().map(|s| s.no) else { return Ok(()) };
+    insert_records(c, segments.iter().flat_map(|s| s.records.iter()))?;
+    let mut journal = share.journal.lock();
+    journal.indexed(last);
+    share.publish_counts(&journal);
+    Ok(())
+}
+
+/// Inserts ledger records in one transaction, in order; a record whose `(tenant,
+/// event_id)` is taken comes back as the stored one.
+fn insert_records<'a>(
+    c: &mut Connection,
+    records: impl IntoIterator<Item = &'a LedgerRecord>,
+) -> Result<Vec<Appended>, Error> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+    let mut out = Vec::new();
+    {
+        let mut insert = tx.prepare_cached(INSERT_RECORD).map_err(db)?;
+        for r in records {
+            let e = &r.event;
+            let inserted = insert
+                .execute(params![
+                    e.tenant_id.as_str(),
+                    e.event_id.as_str(),
+                    e.timestamp.as_micros(),
+                    r.decided_at.as_micros(),
+                    r.counted,
+                    signed(r.decision.credits_charged, "credits_charged")?,
+                    e.service_name,
+                    e.endpoint,
+                    e.method.as_str(),
+                    signed(e.credits_used, "credits_used")?,
+                    e.premium,
+                    e.feature,
+                    e.region,
+                    // The fingerprint's bits, as SQLite integers are signed.
+                    e.fingerprint as i64,
+                    r.status,
+                    to_json(&r.decision, "decision")?,
+                ])
+                .map_err(db)?;
+            if inserted == 1 {
+                out.push(Appended::Inserted);
+            } else {
+                let key = [e.tenant_id.as_str(), e.event_id.as_str()];
+                let stored = first(&tx, SELECT_RECORD, key, decode_record)?.ok_or_else(|| corrupt("ledger record"))?;
+                out.push(Appended::Duplicate(Box::new(stored)));
+            }
+        }
+    }
+    tx.commit().map_err(db)?;
+    Ok(out)
 }
 
 /// Runs blocking SQLite work on tokio's blocking pool (inline when there is no runtime).
@@ -365,12 +547,21 @@ where
     T: Send + 'static,
     F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
 {
+    blocking(move || f(&mut conn)).await
+}
+
+/// Runs blocking work on tokio's blocking pool (inline when there is no runtime).
+async fn blocking<T, F>(f: F) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, Error> + Send + 'static,
+{
     match tokio::runtime::Handle::try_current() {
         Ok(rt) => rt
-            .spawn_blocking(move || f(&mut conn))
+            .spawn_blocking(f)
             .await
             .map_err(|_| Error::Unavailable("the database task did not finish".into()))?,
-        Err(_) => f(&mut conn),
+        Err(_) => f(),
     }
 }
 
@@ -998,57 +1189,21 @@ impl RecordStore for SqliteRecords {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-            let mut out = Vec::with_capacity(records.len());
-            {
-                let mut insert = tx.prepare_cached(INSERT_RECORD).map_err(db)?;
-                for r in &records {
-                    let e = &r.event;
-                    let inserted = insert
-                        .execute(params![
-                            e.tenant_id.as_str(),
-                            e.event_id.as_str(),
-                            e.timestamp.as_micros(),
-                            r.decided_at.as_micros(),
-                            r.counted,
-                            signed(r.decision.credits_charged, "credits_charged")?,
-                            e.service_name,
-                            e.endpoint,
-                            e.method.as_str(),
-                            signed(e.credits_used, "credits_used")?,
-                            e.premium,
-                            e.feature,
-                            e.region,
-                            // The fingerprint's bits, as SQLite integers are signed.
-                            e.fingerprint as i64,
-                            r.status,
-                            to_json(&r.decision, "decision")?,
-                        ])
-                        .map_err(db)?;
-                    if inserted == 1 {
-                        out.push(Appended::Inserted);
-                    } else {
-                        let key = [e.tenant_id.as_str(), e.event_id.as_str()];
-                        let stored =
-                            first(&tx, SELECT_RECORD, key, decode_record)?.ok_or_else(|| corrupt("ledger record"))?;
-                        out.push(Appended::Duplicate(Box::new(stored)));
-                    }
-                }
-            }
-            tx.commit().map_err(db)?;
-            Ok(out)
-        })
-        .await
+        match &self.journal {
+            Some(share) => self.append_journaled(share, records).await,
+            None => self.write(move |c| insert_records(c, &records)).await,
+        }
     }
 
     async fn record(&self, tenant: &TenantId, event_id: &EventId) -> Result<Option<LedgerRecord>, Error> {
         let (tenant, id) = (tenant.as_str().to_owned(), event_id.as_str().to_owned());
+        self.index_journal(true).await?;
         self.read(move |c| first(c, SELECT_RECORD, [tenant, id], decode_record)).await
     }
 
     async fn records(&self, query: &LedgerQuery) -> Result<Vec<LedgerRecord>, Error> {
         let (sql, args) = records_sql(query);
+        self.index_journal(true).await?;
         self.read(move |c| all(c, &sql, params_from_iter(args), decode_record)).await
     }
 
@@ -1060,6 +1215,7 @@ impl RecordStore for SqliteRecords {
         to: Timestamp,
     ) -> Result<UsageTotals, Error> {
         let tenant = tenant.as_str().to_owned();
+        self.index_journal(true).await?;
         let (sql, events_from) = match basis {
             TimeBasis::Event => (TOTALS_BY_EVENT, None),
             TimeBasis::Decided { events_from } => (TOTALS_BY_DECISION, Some(events_from.as_micros())),
@@ -1087,10 +1243,12 @@ impl RecordStore for SqliteRecords {
         limit_to: usize,
     ) -> Result<Vec<UsageGroup>, Error> {
         let (sql, args) = summary_sql(query, group_by, limit_to);
+        self.index_journal(true).await?;
         self.read(move |c| all(c, &sql, params_from_iter(args), decode_group)).await
     }
 
     async fn prune(&self, before: Timestamp) -> Result<u64, Error> {
+        self.index_journal(true).await?;
         let mut removed = 0;
         loop {
             // One transaction per chunk, so a large prune never holds the writer for long.
@@ -1106,6 +1264,10 @@ impl RecordStore for SqliteRecords {
                 return Ok(removed);
             }
         }
+    }
+
+    async fn flush(&self) -> Result<(), Error> {
+        self.index_journal(true).await
     }
 
     async fn add_grant(&self, grant: &Grant) -> Result<(), Error> {

@@ -1,0 +1,409 @@
+//! The ledger journal of a file-backed [`SqliteRecords`](super::SqliteRecords).
+//!
+//! An append is made durable by writing its records at the end of a journal segment and
+//! syncing that file: one `write` and one `fdatasync` for a whole group commit, however
+//! many index pages the records would dirty in SQLite. Records then wait, in the segment
+//! and in memory (where duplicate checks find them), until the indexer moves a sealed
+//! segment into the `ledger` table in one large transaction and deletes the file.
+//!
+//! A segment file, `<database file>-ledger-<number>`, is a run of frames: the payload's
+//! length (u32, little-endian), its CRC-32 (u32, little-endian), and the payload, one
+//! [`LedgerRecord`] as JSON. Replay stops at the first frame that is cut short or fails
+//! its checksum: only a write that was never acknowledged can end a segment that way.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rusqlite::Connection;
+
+use super::{SELECT_RECORD, decode_record, first};
+use crate::error::Error;
+use crate::event::EventId;
+use crate::ledger::{Appended, LedgerRecord};
+use crate::tenant::TenantId;
+
+/// The largest frame payload replay accepts; a record is far smaller.
+const MAX_FRAME: usize = 1 << 20;
+
+/// Bytes before a frame's payload: its length and its checksum.
+const FRAME_HEADER: usize = 8;
+
+type Key = (TenantId, EventId);
+
+/// Takes the journal of the database at `db_path` for this store: `None` when another
+/// store (in this or another process) holds it, which then replays and indexes it.
+pub(super) fn take_ownership(db_path: &Path) -> Result<Option<File>, Error> {
+    let (dir, prefix) = location(db_path)?;
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!("{prefix}lock")))
+        .map_err(|e| io("open the ledger journal lock", &e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(Some(lock)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(io("lock the ledger journal", &e)),
+    }
+}
+
+/// Records written to the journal and not yet indexed in SQLite.
+pub(super) struct Journal {
+    /// The held lock that makes this store the journal's only writer.
+    _owner: File,
+    dir: PathBuf,
+    prefix: String,
+    next_no: u64,
+    active: Option<Active>,
+    /// Segments closed to appends, oldest first, waiting for the indexer.
+    sealed: VecDeque<Arc<Segment>>,
+    /// Each waiting record's segment number and position in it.
+    keys: HashMap<Key, (u64, usize)>,
+    /// Set when a failed write could not be undone: the segment's tail is unknown, so
+    /// appends are refused until the store is opened again (and replays what is valid).
+    broken: bool,
+    /// A read connection for duplicate checks against the indexed ledger.
+    lookup: Connection,
+}
+
+/// The segment appends go to.
+struct Active {
+    no: u64,
+    file: File,
+    len: u64,
+    records: Vec<LedgerRecord>,
+}
+
+/// A segment closed to appends.
+pub(super) struct Segment {
+    pub(super) no: u64,
+    path: PathBuf,
+    pub(super) records: Vec<LedgerRecord>,
+}
+
+/// What an earlier process left in the journal.
+pub(super) struct Leftovers {
+    /// Every record of every segment, oldest first.
+    pub(super) records: Vec<LedgerRecord>,
+    /// The segment files, to delete once their records are indexed.
+    pub(super) files: Vec<PathBuf>,
+    next_no: u64,
+}
+
+impl Journal {
+    /// Reads the segments left next to the database at `db_path`.
+    pub(super) fn leftovers(db_path: &Path) -> Result<Leftovers, Error> {
+        let (dir, prefix) = location(db_path)?;
+        let mut numbered = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| io("list the ledger journal", &e))? {
+            let entry = entry.map_err(|e| io("list the ledger journal", &e))?;
+            let name = entry.file_name();
+            let number = name.to_str().and_then(|n| n.strip_prefix(&prefix));
+            let Some(no) = number.filter(|n| n.bytes().all(|b| b.is_ascii_digit())).and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            numbered.push((no, entry.path()));
+        }
+        numbered.sort();
+        let mut records = Vec::new();
+        for (_, path) in &numbered {
+            let bytes = std::fs::read(path).map_err(|e| io("read the ledger journal", &e))?;
+            let (found, valid) = decode_frames(&bytes)?;
+            if valid < bytes.len() {
+                tracing::warn!(
+                    segment = %path.display(),
+                    ignored_bytes = bytes.len() - valid,
+                    "ledger journal: an unacknowledged write was cut short; ignoring its tail"
+                );
+            }
+            records.extend(found);
+        }
+        let next_no = numbered.last().map_or(0, |(no, _)| no + 1);
+        Ok(Leftovers { records, files: numbered.into_iter().map(|(_, p)| p).collect(), next_no })
+    }
+
+    /// An empty journal next to the database at `db_path`, numbering segments after the
+    /// leftovers (whose records must be indexed, and files deleted, before appending).
+    pub(super) fn new(db_path: &Path, owner: File, after: &Leftovers, lookup: Connection) -> Result<Self, Error> {
+        let (dir, prefix) = location(db_path)?;
+        Ok(Journal {
+            _owner: owner,
+            dir,
+            prefix,
+            next_no: after.next_no,
+            active: None,
+            sealed: VecDeque::new(),
+            keys: HashMap::new(),
+            broken: false,
+            lookup,
+        })
+    }
+
+    /// Records written and not yet indexed.
+    pub(super) fn waiting(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Records in sealed segments.
+    pub(super) fn sealed_len(&self) -> usize {
+        self.sealed.iter().map(|s| s.records.len()).sum()
+    }
+
+    /// Records in the segment appends go to now.
+    pub(super) fn active_len(&self) -> usize {
+        self.active.as_ref().map_or(0, |a| a.records.len())
+    }
+
+    /// Makes `records` durable, in order, and says for each whether it is new or which
+    /// record already holds its `(tenant, event_id)`.
+    pub(super) fn append(&mut self, records: Vec<LedgerRecord>) -> Result<Vec<Appended>, Error> {
+        if self.broken {
+            return Err(Error::Unavailable("the ledger journal failed a write; restart to recover".into()));
+        }
+        let mut outcomes = Vec::with_capacity(records.len());
+        let mut fresh: Vec<LedgerRecord> = Vec::with_capacity(records.len());
+        let mut in_batch: HashMap<Key, usize> = HashMap::with_capacity(records.len());
+        for record in records {
+            let key = (record.event.tenant_id.clone(), record.event.event_id.clone());
+            let earlier = match in_batch.get(&key) {
+                Some(&i) => Some(fresh[i].clone()),
+                None => self.find(&key)?,
+            };
+            match earlier {
+                Some(stored) => outcomes.push(Appended::Duplicate(Box::new(stored))),
+                None => {
+                    outcomes.push(Appended::Inserted);
+                    in_batch.insert(key, fresh.len());
+                    fresh.push(record);
+                }
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(outcomes);
+        }
+        let mut frames = Vec::with_capacity(fresh.len() * 512);
+        for record in &fresh {
+            encode_frame(record, &mut frames)?;
+        }
+        let active = self.active()?;
+        if let Err(e) = write_durably(&mut active.file, &frames) {
+            // Cut the segment back so no torn frame hides later appends from replay.
+            let undone = active.file.set_len(active.len).and_then(|()| active.file.sync_data());
+            if undone.is_err() {
+                self.broken = true;
+            }
+            return Err(io("write the ledger journal", &e));
+        }
+        active.len += frames.len() as u64;
+        let (no, base) = (active.no, active.records.len());
+        for (i, record) in fresh.iter().enumerate() {
+            self.keys.insert((record.event.tenant_id.clone(), record.event.event_id.clone()), (no, base + i));
+        }
+        if let Some(active) = self.active.as_mut() {
+            active.records.extend(fresh);
+        }
+        Ok(outcomes)
+    }
+
+    /// Closes the active segment to appends; the next append starts a new one.
+    pub(super) fn seal(&mut self) {
+        if let Some(active) = self.active.take() {
+            let path = self.segment_path(active.no);
+            self.sealed.push_back(Arc::new(Segment { no: active.no, path, records: active.records }));
+        }
+    }
+
+    /// The sealed segments, oldest first.
+    pub(super) fn sealed(&self) -> Vec<Arc<Segment>> {
+        self.sealed.iter().cloned().collect()
+    }
+
+    /// Forgets the sealed segments up to number `no`, whose records are now durable in
+    /// SQLite, and deletes their files.
+    pub(super) fn indexed(&mut self, no: u64) {
+        while let Some(segment) = self.sealed.front().filter(|s| s.no <= no).cloned() {
+            self.sealed.pop_front();
+            for r in &segment.records {
+                self.keys.remove(&(r.event.tenant_id.clone(), r.event.event_id.clone()));
+            }
+            remove_segment(&segment.path);
+        }
+    }
+
+    /// The waiting or indexed record with this key.
+    fn find(&self, key: &Key) -> Result<Option<LedgerRecord>, Error> {
+        if let Some(&(no, i)) = self.keys.get(key) {
+            let waiting = match &self.active {
+                Some(a) if a.no == no => a.records.get(i),
+                _ => self.sealed.iter().find(|s| s.no == no).and_then(|s| s.records.get(i)),
+            };
+            if let Some(r) = waiting {
+                return Ok(Some(r.clone()));
+            }
+        }
+        first(&self.lookup, SELECT_RECORD, [key.0.as_str(), key.1.as_str()], decode_record)
+    }
+
+    /// The active segment, created (and its directory entry synced) when there is none.
+    fn active(&mut self) -> Result<&mut Active, Error> {
+        if self.active.is_none() {
+            let no = self.next_no;
+            let path = self.segment_path(no);
+            let file = OpenOptions::new()
+                .append(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| io("create a ledger journal segment", &e))?;
+            File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| io("sync the database directory", &e))?;
+            self.next_no += 1;
+            self.active = Some(Active { no, file, len: 0, records: Vec::new() });
+        }
+        Ok(self.active.as_mut().expect("created above"))
+    }
+
+    fn segment_path(&self, no: u64) -> PathBuf {
+        self.dir.join(format!("{}{no:012}", self.prefix))
+    }
+}
+
+/// Deletes an indexed segment file; one left behind is replayed harmlessly (its records
+/// are already in the ledger) at the next start.
+pub(super) fn remove_segment(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        tracing::warn!(segment = %path.display(), error = %e, "ledger journal: an indexed segment was not deleted");
+    }
+}
+
+/// The directory and the file-name prefix of the segments of the database at `db_path`.
+fn location(db_path: &Path) -> Result<(PathBuf, String), Error> {
+    let name = db_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Unavailable("the database path has no usable file name".into()))?;
+    let dir = match db_path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok((dir, format!("{name}-ledger-")))
+}
+
+fn write_durably(file: &mut File, bytes: &[u8]) -> std::io::Result<()> {
+    file.write_all(bytes)?;
+    file.sync_data()
+}
+
+fn io(what: &str, e: &std::io::Error) -> Error {
+    tracing::warn!(error = %e, "ledger journal: cannot {what}");
+    Error::Unavailable(format!("cannot {what}: {e}"))
+}
+
+/// Appends one record's frame to `out`.
+fn encode_frame(record: &LedgerRecord, out: &mut Vec<u8>) -> Result<(), Error> {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER]);
+    serde_json::to_writer(&mut *out, record).map_err(|_| Error::Corrupt("a ledger record cannot be encoded".into()))?;
+    let payload = &out[start + FRAME_HEADER..];
+    let len = u32::try_from(payload.len()).map_err(|_| Error::Corrupt("a ledger record is too large".into()))?;
+    let crc = crc32fast::hash(payload);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// The records of a segment's bytes, and how many bytes of whole, valid frames held them.
+/// A frame whose checksum holds but whose payload is not a record is corruption, not a
+/// torn write, and an error.
+fn decode_frames(bytes: &[u8]) -> Result<(Vec<LedgerRecord>, usize), Error> {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while let Some(header) = bytes.get(at..at + FRAME_HEADER) {
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        let Some(payload) = bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len) else { break };
+        if len > MAX_FRAME || crc32fast::hash(payload) != crc {
+            break;
+        }
+        let record = serde_json::from_slice(payload)
+            .map_err(|_| Error::Corrupt("a ledger journal frame is not a ledger record".into()))?;
+        records.push(record);
+        at += FRAME_HEADER + len;
+    }
+    Ok((records, at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+    use crate::decision::Decision;
+    use crate::event::UsageEvent;
+
+    fn record(id: &str) -> LedgerRecord {
+        let now = Timestamp::from_secs(1_800_000_000);
+        let event = UsageEvent::new("acme", "svc", "/x", "GET").with_event_id(id).validate_at(now, &Default::default());
+        let event = event.unwrap();
+        let decision = Decision {
+            event_id: event.event_id.clone(),
+            allowed: true,
+            reason: None,
+            credits_charged: 1,
+            credits_remaining: 9,
+            limits: Vec::new(),
+            retry_after: None,
+        };
+        LedgerRecord { event, decided_at: now, decision, status: Some(200), counted: true }
+    }
+
+    fn frames(records: &[LedgerRecord]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in records {
+            encode_frame(r, &mut out).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn frames_read_back_as_the_records_written() {
+        let written = vec![record("a"), record("b"), record("c")];
+        let bytes = frames(&written);
+        assert_eq!(decode_frames(&bytes).unwrap(), (written, bytes.len()));
+    }
+
+    #[test]
+    fn a_torn_last_frame_is_ignored_and_the_frames_before_it_kept() {
+        let whole = frames(&[record("a"), record("b")]);
+        let first_len = frames(&[record("a")]).len();
+        for cut in [first_len + 1, first_len + FRAME_HEADER, whole.len() - 1] {
+            let (found, valid) = decode_frames(&whole[..cut]).unwrap();
+            assert_eq!((found, valid), (vec![record("a")], first_len), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_frame_failing_its_checksum_ends_the_replay() {
+        let mut bytes = frames(&[record("a"), record("b"), record("c")]);
+        let second = frames(&[record("a")]).len();
+        bytes[second + FRAME_HEADER + 3] ^= 0x20;
+        assert_eq!(decode_frames(&bytes).unwrap().0, vec![record("a")]);
+    }
+
+    #[test]
+    fn a_checksummed_frame_that_is_not_a_record_is_corruption() {
+        let payload = b"{\"not\":\"a record\"}";
+        let mut bytes = (payload.len() as u32).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        bytes.extend_from_slice(payload);
+        assert!(matches!(decode_frames(&bytes), Err(Error::Corrupt(_))));
+    }
+
+    #[test]
+    fn segments_are_named_after_the_database_file() {
+        let (dir, prefix) = location(Path::new("/var/lib/metering/metering.db")).unwrap();
+        assert_eq!((dir, prefix.as_str()), (PathBuf::from("/var/lib/metering"), "metering.db-ledger-"));
+        assert_eq!(location(Path::new("m.db")).unwrap().0, PathBuf::from("."));
+    }
+}
