@@ -89,10 +89,7 @@ use crate::tenant::{BillingAnchor, Tenant, TenantId, TenantStatus};
 
 mod journal;
 
-use journal::Journal;
-
-/// Records in a journal segment before it is sealed and handed to the indexer.
-const SEGMENT_RECORDS: usize = 2_048;
+use journal::{Journal, SEGMENT_RECORDS};
 
 /// Records that may wait in the journal; an append beyond this first waits for the
 /// indexer, so memory stays bounded when SQLite falls behind.
@@ -341,7 +338,11 @@ impl SqliteRecords {
                 for file in &leftovers.files {
                     journal::remove_segment(file);
                 }
-                let journal = Journal::new(path, owner, &leftovers, open_reader(path)?)?;
+                let mut journal = Journal::new(path, owner, &leftovers, open_reader(path)?)?;
+                if let Some((no, segment)) = journal.spare_wanted() {
+                    let spare = journal::make_segment(no, &segment, journal.dir());
+                    journal.install_spare(spare);
+                }
                 Some(Arc::new(JournalShare {
                     journal: parking_lot::Mutex::new(journal),
                     waiting: AtomicUsize::new(0),
@@ -412,7 +413,7 @@ impl SqliteRecords {
         let (outcomes, sealed) = blocking(move || {
             let mut journal = j.journal.lock();
             let outcomes = journal.append(records)?;
-            let full = journal.active_len() >= SEGMENT_RECORDS;
+            let full = journal.active_full();
             if full {
                 journal.seal();
             }
@@ -443,6 +444,12 @@ impl SqliteRecords {
                 if let Err(e) = indexed {
                     tracing::error!(error = %e, "ledger journal: indexing failed; its records wait in the journal");
                 }
+                let s = Arc::clone(&share);
+                let _ = blocking(move || {
+                    prepare_spare(&s);
+                    Ok(())
+                })
+                .await;
                 share.indexing.store(false, Ordering::SeqCst);
                 // A segment sealed while this pass ran found the flag still set.
                 if share.sealed.load(Ordering::SeqCst) == 0 || share.indexing.swap(true, Ordering::SeqCst) {
@@ -472,6 +479,19 @@ fn open_reader(path: &Path) -> Result<Connection, Error> {
     Ok(reader)
 }
 
+/// Makes the journal's next segment ahead of time, if it has none, without holding it
+/// while the file is filled.
+fn prepare_spare(share: &JournalShare) {
+    let wanted = {
+        let mut journal = share.journal.lock();
+        journal.spare_wanted().map(|(no, path)| (no, path, journal.dir().to_owned()))
+    };
+    if let Some((no, path, dir)) = wanted {
+        let spare = journal::make_segment(no, &path, &dir);
+        share.journal.lock().install_spare(spare);
+    }
+}
+
 /// Inserts the sealed segments (after sealing the active one, with `seal_active`) into the
 /// ledger table in one transaction, then drops them from the journal.
 fn index_sealed(c: &mut Connection, share: &JournalShare, seal_active: bool) -> Result<(), Error> {
@@ -483,10 +503,12 @@ fn index_sealed(c: &mut Connection, share: &JournalShare, seal_active: bool) -> 
         }
         journal.sealed()
     };
-    let Some(last) = segments.last().map(|s| s.no) else { return Ok(()) };
+    if segments.is_empty() {
+        return Ok(());
+    }
     insert_records(c, segments.iter().flat_map(|s| s.records.iter()))?;
     let mut journal = share.journal.lock();
-    journal.indexed(last);
+    journal.indexed(segments.len());
     share.publish_counts(&journal);
     Ok(())
 }
