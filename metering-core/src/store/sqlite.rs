@@ -352,9 +352,8 @@ impl SqliteRecords {
             }
             None => None,
         };
-        let readers = (0..READERS)
-            .map(|_| Ok(Arc::new(Mutex::new(open_reader(path)?))))
-            .collect::<Result<Vec<_>, Error>>()?;
+        let readers =
+            (0..READERS).map(|_| Ok(Arc::new(Mutex::new(open_reader(path)?)))).collect::<Result<Vec<_>, Error>>()?;
         Ok(SqliteRecords {
             writer: Arc::new(Mutex::new(writer)),
             readers: readers.into_boxed_slice(),
@@ -405,7 +404,11 @@ impl SqliteRecords {
     }
 
     /// Makes `records` durable in the journal; seals a full segment and starts the indexer.
-    async fn append_journaled(&self, share: &Arc<JournalShare>, records: Vec<LedgerRecord>) -> Result<Vec<Appended>, Error> {
+    async fn append_journaled(
+        &self,
+        share: &Arc<JournalShare>,
+        records: Vec<LedgerRecord>,
+    ) -> Result<Vec<Appended>, Error> {
         if share.waiting.load(Ordering::SeqCst) >= MAX_WAITING {
             self.index_journal(false).await?;
         }
@@ -579,10 +582,9 @@ where
     F: FnOnce() -> Result<T, Error> + Send + 'static,
 {
     match tokio::runtime::Handle::try_current() {
-        Ok(rt) => rt
-            .spawn_blocking(f)
-            .await
-            .map_err(|_| Error::Unavailable("the database task did not finish".into()))?,
+        Ok(rt) => {
+            rt.spawn_blocking(f).await.map_err(|_| Error::Unavailable("the database task did not finish".into()))?
+        }
         Err(_) => f(),
     }
 }
@@ -1355,7 +1357,22 @@ mod tests {
         path
     }
 
+    /// The ledger journal's files next to the database at `path`.
+    fn journal_files(path: &Path) -> Vec<PathBuf> {
+        let prefix = format!("{}-ledger-", path.file_name().unwrap().to_str().unwrap());
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(&prefix))
+            .collect();
+        files.sort();
+        files
+    }
+
     fn remove(path: &Path) {
+        for file in journal_files(path) {
+            let _ = std::fs::remove_file(file);
+        }
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
@@ -1497,6 +1514,118 @@ mod tests {
         let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         let mode: String = c.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
         assert_eq!((version, mode.as_str()), (MIGRATIONS.len() as i64, "wal"));
+        remove(&path);
+    }
+
+    fn ledger_record(tenant: &str, id: &str, credits: u64) -> LedgerRecord {
+        let now = Timestamp::from_secs(1_800_000_000);
+        let event = crate::event::UsageEvent::new(tenant, "svc", "/x", "GET")
+            .with_event_id(id)
+            .with_credits(i64::try_from(credits).unwrap())
+            .validate_at(now, &Default::default())
+            .unwrap();
+        let decision = crate::decision::Decision {
+            event_id: event.event_id.clone(),
+            allowed: true,
+            reason: None,
+            credits_charged: credits,
+            credits_remaining: 0,
+            limits: Vec::new(),
+            retry_after: None,
+        };
+        LedgerRecord { event, decided_at: now, decision, status: None, counted: true }
+    }
+
+    async fn ids(store: &SqliteRecords) -> Vec<String> {
+        let mut ids: Vec<String> = store
+            .records(&LedgerQuery::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event.event_id.as_str().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn acknowledged_appends_come_back_from_the_journal_after_a_restart() {
+        let path = temp_file("journal-replay");
+        {
+            let store = SqliteRecords::open(&path).unwrap();
+            let appended = store.append(vec![ledger_record("acme", "a", 1), ledger_record("beta", "b", 2)]).await;
+            assert_eq!(appended.unwrap(), vec![Appended::Inserted, Appended::Inserted]);
+            // Dropped without a read or a flush: the records are only in the journal.
+        }
+        let store = SqliteRecords::open(&path).unwrap();
+        assert_eq!(ids(&store).await, ["a", "b"]);
+        let again = store.append(vec![ledger_record("acme", "a", 1)]).await.unwrap();
+        assert!(matches!(&again[..], [Appended::Duplicate(r)] if r.event.event_id.as_str() == "a"));
+        drop(store);
+        remove(&path);
+    }
+
+    #[tokio::test]
+    async fn a_key_is_taken_whether_its_record_waits_in_the_journal_or_is_indexed() {
+        let path = temp_file("journal-duplicates");
+        let store = SqliteRecords::open(&path).unwrap();
+        let first = ledger_record("acme", "k", 3);
+        let batch = store.append(vec![first.clone(), ledger_record("acme", "k", 9)]).await.unwrap();
+        assert_eq!(batch, vec![Appended::Inserted, Appended::Duplicate(Box::new(first.clone()))]);
+        let waiting = store.append(vec![ledger_record("acme", "k", 5)]).await.unwrap();
+        assert_eq!(waiting, vec![Appended::Duplicate(Box::new(first.clone()))]);
+        store.flush().await.unwrap();
+        let indexed = store.append(vec![ledger_record("acme", "k", 7), ledger_record("beta", "k", 1)]).await.unwrap();
+        assert_eq!(indexed, vec![Appended::Duplicate(Box::new(first)), Appended::Inserted]);
+        assert_eq!(store.records(&LedgerQuery::default()).await.unwrap().len(), 2);
+        drop(store);
+        remove(&path);
+    }
+
+    #[tokio::test]
+    async fn full_segments_are_indexed_and_deleted_in_the_background() {
+        let path = temp_file("journal-segments");
+        let store = SqliteRecords::open(&path).unwrap();
+        let total = 3 * SEGMENT_RECORDS + 10;
+        for chunk in (0..total).collect::<Vec<_>>().chunks(SEGMENT_RECORDS / 4) {
+            let records = chunk.iter().map(|i| ledger_record("acme", &format!("e{i:05}"), 1)).collect();
+            store.append(records).await.unwrap();
+        }
+        let share = store.journal.as_ref().unwrap();
+        // The indexer takes the three sealed segments on its own; only the active one waits.
+        for _ in 0..1_000 {
+            if share.waiting.load(Ordering::SeqCst) == 10 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(share.waiting.load(Ordering::SeqCst), 10);
+        let acme = TenantId::new("acme").unwrap();
+        let totals = store.usage_totals(&acme, TimeBasis::Event, Timestamp::EPOCH, Timestamp::from_secs(2_000_000_000));
+        assert_eq!(totals.await.unwrap(), UsageTotals { calls: total as u64, credits: total as u64 });
+        assert_eq!(share.waiting.load(Ordering::SeqCst), 0);
+        // What remains is the lock and at most one spare, all zeros.
+        for file in journal_files(&path) {
+            let bytes = std::fs::read(&file).unwrap();
+            assert!(file.to_str().unwrap().ends_with("lock") || bytes.iter().all(|&b| b == 0), "{}", file.display());
+        }
+        drop(store);
+        remove(&path);
+    }
+
+    #[tokio::test]
+    async fn a_second_store_on_the_same_file_writes_the_ledger_directly() {
+        let path = temp_file("journal-second-store");
+        let owner = SqliteRecords::open(&path).unwrap();
+        let second = SqliteRecords::open(&path).unwrap();
+        assert!(owner.journal.is_some() && second.journal.is_none());
+        owner.append(vec![ledger_record("acme", "from-owner", 1)]).await.unwrap();
+        second.append(vec![ledger_record("acme", "from-second", 1)]).await.unwrap();
+        assert_eq!(ids(&owner).await, ["from-owner", "from-second"]);
+        assert_eq!(ids(&second).await, ["from-owner", "from-second"], "the owner's read indexed its journal");
+        let taken = second.append(vec![ledger_record("acme", "from-owner", 1)]).await.unwrap();
+        assert!(matches!(&taken[..], [Appended::Duplicate(_)]));
+        drop((owner, second));
         remove(&path);
     }
 

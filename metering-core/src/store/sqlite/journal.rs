@@ -198,7 +198,9 @@ impl Journal {
         self.spare_coming = false;
         match spare {
             Ok(spare) => self.spare = Some(spare),
-            Err(e) => tracing::warn!(error = %e, "ledger journal: no spare segment; the next one grows as it is written"),
+            Err(e) => {
+                tracing::warn!(error = %e, "ledger journal: no spare segment; the next one grows as it is written")
+            }
         }
     }
 
