@@ -28,9 +28,9 @@
 //! | `(tenant_id, ts, event_id, counted, credits_charged, decided_at)` | a tenant's listing; usage totals by event time, and by decision time among the events of the last `max_age`, covered |
 //!
 //! Every usage total, listing and cursor page is one index range scan, in index order.
-//! The tenant-ordered index is what an append pays for: a batch rewrites about one page of
-//! it per distinct tenant in it, so a batch spread over many tenants costs more per record
-//! than one dominated by a few (as real traffic usually is).
+//! The tenant-ordered index is what indexing pays for: a transaction rewrites about one
+//! page of it per distinct tenant in it, which is why appends go through the journal
+//! (below) and reach the table in large batches.
 //!
 //! A [usage summary](RecordStore::usage_summary) of a tenant over a time range scans the
 //! same range of `(tenant_id, ts, ...)` and groups what it reads (a reason is read from the
@@ -48,22 +48,39 @@
 //!
 //! SQLite calls block, so none runs on the async executor: each one takes a connection
 //! (waiting asynchronously for it) and runs on tokio's blocking pool. There is one writer
-//! connection, so writes are serialized and a batch is one transaction, and a few reader
-//! connections that WAL lets read while the writer writes. At most one blocking thread per
-//! connection is busy at a time. Without a tokio runtime the calls run on the caller's
-//! thread.
+//! connection, so writes are serialized, and a few reader connections that WAL lets read
+//! while the writer writes. At most one blocking thread per connection is busy at a time.
+//! Without a tokio runtime the calls run on the caller's thread.
 //!
-//! # Durability
+//! # Durability: the ledger journal
 //!
-//! The file is in WAL mode with `synchronous = FULL`: a transaction is fsynced before
-//! [`RecordStore::append`] returns, so an acknowledged record survives a process crash,
-//! an operating system crash and a power loss (as far as the disk honours fsync). Group
-//! commit amortizes the fsync: a batch of 1,000 records costs one. `NORMAL` would only
-//! speed up commits of a single record (a power loss could then undo the last ones);
-//! batched appends are bound by the pages they write, not by the fsync (`benches/ledger.rs`).
+//! The file is in WAL mode with `synchronous = FULL`: a transaction is fsynced before it
+//! returns, so what it wrote survives a process crash, an operating system crash and a
+//! power loss (as far as the disk honours fsync).
 //!
-//! A commit that takes the WAL past 64 MiB also checkpoints it into the database file,
-//! so every few hundred thousand records one append takes noticeably longer.
+//! Ledger appends take a shorter way. A [`RecordStore::append`] (one group commit) writes
+//! its records to the end of a journal segment next to the database file
+//! (`<file>-ledger-<n>`) and `fdatasync`s it, one write and one sync for the whole batch,
+//! then returns. Each record in a SQLite transaction would instead dirty a page of the
+//! tenant-ordered index per distinct tenant, and writing and syncing those pages cost
+//! several times more. Full segments (2,048 records) are moved into the `ledger` table by a
+//! background task, in one transaction each, and then deleted. Records that wait are kept
+//! in memory too (at most 16,384; appends beyond that wait for the indexer):
+//!
+//! - duplicate keys are found among them as well as in the table;
+//! - every ledger read, [`prune`](RecordStore::prune) and [`flush`](RecordStore::flush)
+//!   first indexes what waits, so it sees every acknowledged append;
+//! - opening the file replays the segments a crash left (a torn, unacknowledged last
+//!   frame is ignored) before anything else runs.
+//!
+//! One store owns a file's journal, through a lock file (`<file>-ledger-lock`). Another
+//! store opened on the same file, in this process or another (an operator's command
+//! next to the server), appends to the table directly and sees the owner's appends once
+//! the owner indexes them: when a segment fills, on any of its ledger reads, or on
+//! [`flush`](RecordStore::flush), which the server runs at shutdown.
+//!
+//! A commit that takes the WAL past 64 MiB also checkpoints it into the database file, so
+//! now and then one indexing pass takes noticeably longer; appends do not wait for it.
 
 use std::path::Path;
 use std::sync::Arc;
