@@ -84,7 +84,9 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -304,17 +306,80 @@ pub struct SqliteRecords {
     /// The ledger journal appends go through; `None` in memory, or when another store
     /// owns this file's journal (appends then insert into the ledger directly).
     journal: Option<Arc<JournalShare>>,
+    /// The thread that indexes sealed journal segments, with the journal.
+    indexer: Option<Indexer>,
 }
 
-/// A journal shared between appends and its indexer task.
+/// A journal shared between appends and its indexer thread.
 struct JournalShare {
     journal: parking_lot::Mutex<Journal>,
     /// Records written and not yet indexed, readable without the lock.
     waiting: AtomicUsize,
     /// Records in sealed segments, readable without the lock.
     sealed: AtomicUsize,
-    /// Whether an indexer task is running.
-    indexing: AtomicBool,
+}
+
+/// The indexer thread: it moves sealed segments into the ledger table whenever woken,
+/// at a lower CPU priority than the threads that serve requests, so indexing fills the
+/// time they leave idle (appends wait for it only when [`MAX_WAITING`] records wait).
+struct Indexer {
+    wake: mpsc::SyncSender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The indexer thread's `nice` value (the process's threads run at 0 unless an operator
+/// changed it): about a tenth of the CPU when the request threads want all of it.
+const INDEXER_NICE: i32 = 10;
+
+impl Indexer {
+    fn spawn(writer: Shared, share: Arc<JournalShare>) -> Result<Self, Error> {
+        let (wake, woken) = mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("ledger-indexer".into())
+            .spawn(move || {
+                lower_thread_priority(INDEXER_NICE);
+                while woken.recv().is_ok() {
+                    let indexed = index_sealed(&mut writer.blocking_lock(), &share, false);
+                    if let Err(e) = indexed {
+                        tracing::error!(error = %e, "ledger journal: indexing failed; its records wait in the journal");
+                    }
+                    prepare_spare(&share);
+                }
+            })
+            .map_err(|e| Error::Unavailable(format!("cannot start the ledger indexer: {e}")))?;
+        Ok(Indexer { wake, thread: Some(thread) })
+    }
+
+    /// Asks for a pass; a pass already asked for covers this one.
+    fn wake(&self) {
+        let _ = self.wake.try_send(());
+    }
+}
+
+impl Drop for SqliteRecords {
+    /// Lets the indexer finish its pass, so the journal is free for the next store that
+    /// opens the file.
+    fn drop(&mut self) {
+        if let Some(mut indexer) = self.indexer.take() {
+            let thread = indexer.thread.take();
+            drop(indexer);
+            if let Some(thread) = thread {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// Sets the calling thread's `nice` value (Linux applies `setpriority` with `who = 0` to
+/// the calling thread only). Best effort: where it fails, the thread keeps the
+/// process's priority.
+fn lower_thread_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(None, nice) {
+        tracing::debug!(error = %e, "the ledger indexer keeps the process's priority");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 impl JournalShare {
@@ -364,18 +429,21 @@ impl SqliteRecords {
                     journal: parking_lot::Mutex::new(journal),
                     waiting: AtomicUsize::new(0),
                     sealed: AtomicUsize::new(0),
-                    indexing: AtomicBool::new(false),
                 }))
             }
             None => None,
         };
         let readers =
             (0..READERS).map(|_| Ok(Arc::new(Mutex::new(open_reader(path)?)))).collect::<Result<Vec<_>, Error>>()?;
+        let writer = Arc::new(Mutex::new(writer));
+        let indexer =
+            journal.as_ref().map(|share| Indexer::spawn(Arc::clone(&writer), Arc::clone(share))).transpose()?;
         Ok(SqliteRecords {
-            writer: Arc::new(Mutex::new(writer)),
+            writer,
             readers: readers.into_boxed_slice(),
             next_reader: AtomicUsize::new(0),
             journal,
+            indexer,
         })
     }
 
@@ -388,6 +456,7 @@ impl SqliteRecords {
             readers: Box::new([]),
             next_reader: AtomicUsize::new(0),
             journal: None,
+            indexer: None,
         })
     }
 
@@ -441,42 +510,10 @@ impl SqliteRecords {
             Ok((outcomes, full))
         })
         .await?;
-        if sealed {
-            self.start_indexer(share);
+        if let Some(indexer) = self.indexer.as_ref().filter(|_| sealed) {
+            indexer.wake();
         }
         Ok(outcomes)
-    }
-
-    /// Indexes the sealed segments on a task of their own, unless one is running.
-    fn start_indexer(&self, share: &Arc<JournalShare>) {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            // Without a runtime, the next read or the backpressure in appends indexes.
-            return;
-        };
-        if share.indexing.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let (writer, share) = (Arc::clone(&self.writer), Arc::clone(share));
-        rt.spawn(async move {
-            loop {
-                let s = Arc::clone(&share);
-                let indexed = run(Arc::clone(&writer).lock_owned().await, move |c| index_sealed(c, &s, false)).await;
-                if let Err(e) = indexed {
-                    tracing::error!(error = %e, "ledger journal: indexing failed; its records wait in the journal");
-                }
-                let s = Arc::clone(&share);
-                let _ = blocking(move || {
-                    prepare_spare(&s);
-                    Ok(())
-                })
-                .await;
-                share.indexing.store(false, Ordering::SeqCst);
-                // A segment sealed while this pass ran found the flag still set.
-                if share.sealed.load(Ordering::SeqCst) == 0 || share.indexing.swap(true, Ordering::SeqCst) {
-                    return;
-                }
-            }
-        });
     }
 
     /// Moves what waits in the journal into the ledger table; with `everything`, the
