@@ -319,17 +319,12 @@ struct JournalShare {
     sealed: AtomicUsize,
 }
 
-/// The indexer thread: it moves sealed segments into the ledger table whenever woken,
-/// at a lower CPU priority than the threads that serve requests, so indexing fills the
-/// time they leave idle (appends wait for it only when [`MAX_WAITING`] records wait).
+/// The indexer thread: it moves sealed segments into the ledger table whenever woken
+/// (appends wait for it only when [`MAX_WAITING`] records wait), without a tokio runtime.
 struct Indexer {
     wake: mpsc::SyncSender<()>,
     thread: Option<JoinHandle<()>>,
 }
-
-/// The indexer thread's `nice` value (the process's threads run at 0 unless an operator
-/// changed it): about a tenth of the CPU when the request threads want all of it.
-const INDEXER_NICE: i32 = 10;
 
 impl Indexer {
     fn spawn(writer: Shared, share: Arc<JournalShare>) -> Result<Self, Error> {
@@ -337,7 +332,6 @@ impl Indexer {
         let thread = std::thread::Builder::new()
             .name("ledger-indexer".into())
             .spawn(move || {
-                lower_thread_priority(INDEXER_NICE);
                 while woken.recv().is_ok() {
                     let indexed = index_sealed(&mut writer.blocking_lock(), &share, false);
                     if let Err(e) = indexed {
@@ -368,18 +362,6 @@ impl Drop for SqliteRecords {
             }
         }
     }
-}
-
-/// Sets the calling thread's `nice` value (Linux applies `setpriority` with `who = 0` to
-/// the calling thread only). Best effort: where it fails, the thread keeps the
-/// process's priority.
-fn lower_thread_priority(nice: i32) {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(None, nice) {
-        tracing::debug!(error = %e, "the ledger indexer keeps the process's priority");
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = nice;
 }
 
 impl JournalShare {
