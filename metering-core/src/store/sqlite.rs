@@ -64,7 +64,7 @@
 //! then returns. Each record in a SQLite transaction would instead dirty a page of the
 //! tenant-ordered index per distinct tenant, and writing and syncing those pages cost
 //! several times more. Full segments (2,048 records) are moved into the `ledger` table by a
-//! background task, in one transaction each, and then deleted. Records that wait are kept
+//! background thread, in one transaction each, and then deleted. Records that wait are kept
 //! in memory too (at most 16,384; appends beyond that wait for the indexer):
 //!
 //! - duplicate keys are found among them as well as in the table;
