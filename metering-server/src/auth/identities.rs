@@ -1,19 +1,39 @@
-//! A short-lived cache of users and API keys read while authenticating, so a request does
-//! not read the store for who it is. Changes made through this server drop the entry at
-//! once; changes made by another instance are seen within [`IDENTITY_TTL`].
+//! A short-lived cache of what authenticating reads or computes: users and API keys, so a
+//! request does not read the store for who it is, and the claims of access tokens whose
+//! signature was verified, so a token used again is not verified again. Changes made
+//! through this server drop a user or key at once; changes made by another instance are
+//! seen within [`IDENTITY_TTL`]. A token's claims are kept until the token expires, which
+//! is checked on every use.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metering_core::{ApiKey, Timestamp, User};
 
 use super::bounded::{BoundedMap, Expiring};
+use super::token::Claims;
 
 /// How long a user or key read from the store is trusted.
 pub(crate) const IDENTITY_TTL: Duration = Duration::from_secs(5);
 
 /// The most users (and, apart, keys) kept.
 const CAPACITY: usize = 100_000;
+
+/// The most verified access tokens kept.
+const TOKEN_CAPACITY: usize = 10_000;
+
+/// The claims of an access token, keyed by the token's whole text.
+struct Verified(Arc<Claims>);
+
+impl Expiring for Verified {
+    fn expired(&self, now: Timestamp) -> bool {
+        now >= Timestamp::from_secs(i64::try_from(self.0.exp).unwrap_or(i64::MAX))
+    }
+
+    fn since(&self) -> Timestamp {
+        Timestamp::from_secs(i64::try_from(self.0.iat).unwrap_or(i64::MAX))
+    }
+}
 
 struct Cached<T> {
     value: T,
@@ -30,10 +50,12 @@ impl<T> Expiring for Cached<T> {
     }
 }
 
-/// Users by id and API keys by hash, each entry trusted for [`IDENTITY_TTL`].
+/// Users by id and API keys by hash, each entry trusted for [`IDENTITY_TTL`], and
+/// verified access tokens until they expire.
 pub(crate) struct Identities {
     users: Mutex<BoundedMap<Cached<User>>>,
     keys: Mutex<BoundedMap<Cached<ApiKey>>>,
+    tokens: Mutex<BoundedMap<Verified>>,
 }
 
 impl std::fmt::Debug for Identities {
@@ -55,7 +77,23 @@ fn put<T>(map: &Mutex<BoundedMap<Cached<T>>>, key: &str, value: T, now: Timestam
 
 impl Identities {
     pub(crate) fn new() -> Self {
-        Identities { users: Mutex::new(BoundedMap::new(CAPACITY)), keys: Mutex::new(BoundedMap::new(CAPACITY)) }
+        Identities {
+            users: Mutex::new(BoundedMap::new(CAPACITY)),
+            keys: Mutex::new(BoundedMap::new(CAPACITY)),
+            tokens: Mutex::new(BoundedMap::new(TOKEN_CAPACITY)),
+        }
+    }
+
+    /// The claims of an access token verified before and not expired at `now`.
+    pub(crate) fn verified_token(&self, token: &str, now: Timestamp) -> Option<Arc<Claims>> {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        tokens.get_live(token, now).map(|v| Arc::clone(&v.0))
+    }
+
+    /// Keeps the claims of an access token whose signature, kind and expiry were checked.
+    pub(crate) fn put_verified_token(&self, token: &str, claims: Arc<Claims>, now: Timestamp) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        tokens.entry(token, now, || Verified(claims));
     }
 
     pub(crate) fn user(&self, id: &str, now: Timestamp) -> Option<User> {
@@ -80,5 +118,38 @@ impl Identities {
 
     pub(crate) fn forget_key(&self, hash: &str) {
         self.keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(hash);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::token::TokenKind;
+    use metering_core::Role;
+
+    fn claims(exp: u64) -> Arc<Claims> {
+        Arc::new(Claims {
+            sub: "u1".into(),
+            tenant: "acme".into(),
+            role: Role::User,
+            typ: TokenKind::Access,
+            jti: "j1".into(),
+            iat: exp - 900,
+            exp,
+        })
+    }
+
+    #[test]
+    fn a_verified_token_is_known_by_its_exact_text_until_it_expires() {
+        let ids = Identities::new();
+        let now = Timestamp::from_secs(1_800_000_000);
+        ids.put_verified_token("header.body.sig", claims(1_800_000_060), now);
+        assert_eq!(ids.verified_token("header.body.sig", now), Some(claims(1_800_000_060)));
+        assert_eq!(ids.verified_token("header.body.sih", now), None, "another text is verified afresh");
+        assert_eq!(
+            ids.verified_token("header.body.sig", Timestamp::from_secs(1_800_000_059)),
+            Some(claims(1_800_000_060))
+        );
+        assert_eq!(ids.verified_token("header.body.sig", Timestamp::from_secs(1_800_000_060)), None, "expired");
     }
 }

@@ -4,6 +4,7 @@
 //! record store. Every instant comes from the engine's clock.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode, header};
@@ -424,7 +425,15 @@ impl AuthService {
         if token.len() > MAX_CREDENTIAL_BYTES {
             return Err(refused());
         }
-        let claims = self.tokens.verify(token, TokenKind::Access, self.engine.now()).map_err(|_| refused())?;
+        let now = self.engine.now();
+        let claims = match self.identities.verified_token(token, now) {
+            Some(claims) => claims,
+            None => {
+                let claims = Arc::new(self.tokens.verify(token, TokenKind::Access, now).map_err(|_| refused())?);
+                self.identities.put_verified_token(token, Arc::clone(&claims), now);
+                claims
+            }
+        };
         let user = self.cached_user(&claims.sub).await?.ok_or_else(refused)?;
         if user.tenant_id.as_str() != claims.tenant {
             return Err(refused());
@@ -434,7 +443,7 @@ impl AuthService {
             acts_for: ActsFor::Tenant(user.tenant_id.clone()),
             tenant: user.tenant_id,
             role: user.role,
-            credential: Credential::AccessToken { jti: claims.jti },
+            credential: Credential::AccessToken { jti: claims.jti.clone() },
         })
     }
 
