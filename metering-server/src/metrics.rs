@@ -16,7 +16,8 @@
 //! Routes are labelled by their template (`/admin/tenants/{id}`), never by the raw path, so
 //! the number of series stays bounded whatever clients send.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
@@ -72,28 +73,57 @@ pub(crate) fn record_decision(decision: &Decision) {
 pub(crate) async fn track_requests(request: Request, next: Next) -> Response {
     handle();
     let start = Instant::now();
-    let route = match request.extensions().get::<MatchedPath>() {
-        Some(p) => p.as_str().to_owned(),
-        None => "unmatched".to_owned(),
-    };
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let method = method_label(request.method());
     let in_flight = InFlight::enter();
     let response = next.run(request).await;
     drop(in_flight);
-    let status = response.status().as_u16().to_string();
-    metrics::histogram!("http_request_duration_seconds", "route" => route.clone(), "method" => method)
-        .record(start.elapsed().as_secs_f64());
-    metrics::counter!("http_requests_total", "route" => route, "method" => method, "status" => status).increment(1);
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let series = RequestSeries::of(route, method, response.status().as_u16());
+    series.duration.record(start.elapsed().as_secs_f64());
+    series.requests.increment(1);
     response
+}
+
+/// The series one request updates, registered once per route, method and status (a
+/// bounded set: route templates, standard methods, status codes) instead of per request.
+struct RequestSeries {
+    duration: metrics::Histogram,
+    requests: metrics::Counter,
+}
+
+type SeriesByRoute = HashMap<Box<str>, HashMap<(&'static str, u16), Arc<RequestSeries>>>;
+
+impl RequestSeries {
+    fn of(route: &str, method: &'static str, status: u16) -> Arc<RequestSeries> {
+        static REGISTERED: OnceLock<RwLock<SeriesByRoute>> = OnceLock::new();
+        let registered = REGISTERED.get_or_init(Default::default);
+        let known = registered.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(series) = known.get(route).and_then(|by| by.get(&(method, status))) {
+            return Arc::clone(series);
+        }
+        drop(known);
+        let mut registered = registered.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let by_route = registered.entry(route.into()).or_default();
+        let series = by_route.entry((method, status)).or_insert_with(|| {
+            let route = route.to_owned();
+            Arc::new(RequestSeries {
+                duration: metrics::histogram!("http_request_duration_seconds", "route" => route.clone(), "method" => method),
+                requests: metrics::counter!("http_requests_total", "route" => route, "method" => method, "status" => status.to_string()),
+            })
+        });
+        Arc::clone(series)
+    }
 }
 
 /// One request in flight; leaves the gauge when dropped, also when the request is
 /// abandoned (client gone, timeout).
-struct InFlight(metrics::Gauge);
+struct InFlight(&'static metrics::Gauge);
 
 impl InFlight {
     fn enter() -> Self {
-        let gauge = metrics::gauge!("http_requests_in_flight");
+        static GAUGE: OnceLock<metrics::Gauge> = OnceLock::new();
+        let gauge = GAUGE.get_or_init(|| metrics::gauge!("http_requests_in_flight"));
         gauge.increment(1.0);
         InFlight(gauge)
     }

@@ -17,13 +17,25 @@ use crate::{ApiError, Settings, SettingsError};
 pub const JWT_SECRET_FILE: &str = "jwt_secret";
 
 /// The server's shared state: the engine (and through it the stores), the settings,
-/// authentication and access control. Cheap to clone.
+/// authentication and access control. Cheap to clone (one reference count), as every
+/// request clones it for each extractor and middleware that takes it.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] shares.
+pub struct Shared {
     pub(crate) engine: Engine,
-    pub(crate) settings: Arc<Settings>,
-    pub(crate) auth: Arc<AuthService>,
-    pub(crate) rbac: Arc<Rbac>,
+    pub(crate) settings: Settings,
+    pub(crate) auth: AuthService,
+    pub(crate) rbac: Rbac,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// Why the server could not start; each names what to fix.
@@ -94,7 +106,7 @@ impl AppState {
         if let Some(admin) = &settings.admin {
             auth.create_or_update_admin(&admin.email, admin.password.expose()).await.map_err(StartError::Admin)?;
         }
-        Ok(AppState { engine, settings: Arc::new(settings), auth: Arc::new(auth), rbac: Arc::new(rbac) })
+        Ok(AppState(Arc::new(Shared { engine, settings, auth, rbac })))
     }
 
     /// Makes sure an admin exists: unless one is configured or the platform tenant has one,
@@ -135,12 +147,12 @@ impl AppState {
     }
 
     /// Authentication and accounts.
-    pub fn auth(&self) -> &Arc<AuthService> {
+    pub fn auth(&self) -> &AuthService {
         &self.auth
     }
 
     /// Access control.
-    pub fn rbac(&self) -> &Arc<Rbac> {
+    pub fn rbac(&self) -> &Rbac {
         &self.rbac
     }
 }
