@@ -868,6 +868,21 @@ mod checks {
         let r5 = token("r-5", "u-1", 200);
         s.insert_refresh_token(&r5).await.unwrap();
         assert_eq!(s.consume_refresh_token("r-5", t(150)).await.unwrap(), Some(r5), "a new token after a revocation");
+
+        // Pruning deletes what can no longer be used (r-1..r-5 are all used, revoked or
+        // past their expiry by t(300)) and keeps what can; the answers stay the same.
+        let (live, old) = (token("r-6", "u-1", 400), token("r-7", "u-2", 300));
+        for r in [&live, &old] {
+            s.insert_refresh_token(r).await.unwrap();
+        }
+        assert_eq!(s.prune_refresh_tokens(t(300)).await.unwrap(), 6);
+        assert_eq!(s.prune_refresh_tokens(t(300)).await.unwrap(), 0);
+        assert_eq!(s.consume_refresh_token("r-1", t(51)).await.unwrap(), None, "a pruned used token");
+        assert_eq!(
+            s.consume_refresh_token("r-6", t(300)).await.unwrap(),
+            Some(live),
+            "an unused one before its expiry"
+        );
     }
 
     pub(super) async fn concurrent_uses_of_a_refresh_token_succeed_once(s: Store) {

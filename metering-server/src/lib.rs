@@ -103,13 +103,17 @@ pub fn app(state: AppState) -> Router {
 /// How often ledger records past their retention are deleted.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Prunes the ledger now and then every [`PRUNE_EVERY`], for as long as the server runs.
+/// Prunes the ledger and the refresh tokens now and then every [`PRUNE_EVERY`], for as
+/// long as the server runs.
 async fn prune_periodically(state: AppState) {
     let mut every = tokio::time::interval(PRUNE_EVERY);
     loop {
         every.tick().await;
         if let Err(e) = state.prune_ledger().await {
             tracing::warn!(error = %e, "pruning the ledger failed; retried at the next round");
+        }
+        if let Err(e) = state.prune_refresh_tokens().await {
+            tracing::warn!(error = %e, "pruning refresh tokens failed; retried at the next round");
         }
     }
 }

@@ -136,6 +136,16 @@ impl AppState {
         Ok(pruned)
     }
 
+    /// Deletes the refresh tokens that can no longer be used (expired, used or revoked);
+    /// returns how many.
+    pub async fn prune_refresh_tokens(&self) -> Result<u64, metering_core::Error> {
+        let pruned = self.engine.records().prune_refresh_tokens(self.engine.now()).await?;
+        if pruned > 0 {
+            tracing::info!(pruned, "spent refresh tokens deleted");
+        }
+        Ok(pruned)
+    }
+
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine

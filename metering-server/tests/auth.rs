@@ -368,6 +368,26 @@ async fn a_refresh_token_works_once() {
 }
 
 #[tokio::test]
+async fn spent_refresh_tokens_are_pruned_and_stay_refused() {
+    let srv = Server::start().await;
+    let r1 = s(&srv.signup("ada@example.com").await, "refresh_token");
+    let a = srv.post("/auth/refresh", Cred::None, json!({"refresh_token": r1})).await;
+    let r2 = s(&a.body, "refresh_token");
+    assert_eq!(srv.state.prune_refresh_tokens().await.unwrap(), 1, "the used one");
+
+    let again = srv.post("/auth/refresh", Cred::None, json!({"refresh_token": r1})).await;
+    assert_error(&again, StatusCode::UNAUTHORIZED, "invalid_token", None);
+    let revoked = srv.post("/auth/refresh", Cred::None, json!({"refresh_token": r2})).await;
+    assert_eq!(revoked.status, StatusCode::UNAUTHORIZED, "a pruned token coming back still revokes the others");
+    assert_eq!(srv.state.prune_refresh_tokens().await.unwrap(), 1, "the revoked one");
+
+    srv.login("ada@example.com", PASSWORD).await;
+    assert_eq!(srv.state.prune_refresh_tokens().await.unwrap(), 0, "a live one stays");
+    srv.advance(Duration::from_secs(31 * 86_400));
+    assert_eq!(srv.state.prune_refresh_tokens().await.unwrap(), 1, "an expired one goes");
+}
+
+#[tokio::test]
 async fn logout_revokes_the_refresh_tokens() {
     let srv = Server::start().await;
     let first = srv.signup("ada@example.com").await;

@@ -607,6 +607,13 @@ impl RecordStore for MemoryRecords {
         Ok(revoked)
     }
 
+    async fn prune_refresh_tokens(&self, now: Timestamp) -> Result<u64, Error> {
+        let mut catalog = self.catalog.lock();
+        let before = catalog.refresh_tokens.len();
+        catalog.refresh_tokens.retain(|_, (token, spent)| !*spent && token.expires_at > now);
+        Ok((before - catalog.refresh_tokens.len()) as u64)
+    }
+
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), Error> {
         let mut catalog = self.catalog.lock();
         if catalog.audit_at.contains_key(&entry.id) {

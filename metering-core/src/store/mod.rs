@@ -69,6 +69,10 @@ pub trait RecordStore: Send + Sync + 'static {
     async fn consume_refresh_token(&self, id: &str, now: Timestamp) -> Result<Option<RefreshToken>, Error>;
     /// Revokes every unused refresh token of a user (expired or not); returns how many.
     async fn revoke_refresh_tokens(&self, user_id: &str) -> Result<u64, Error>;
+    /// Deletes the refresh tokens that can no longer be used: expired at `now`, used or
+    /// revoked. A deleted token answers [`consume_refresh_token`](Self::consume_refresh_token)
+    /// as it did before: `None`. Returns how many were deleted.
+    async fn prune_refresh_tokens(&self, now: Timestamp) -> Result<u64, Error>;
 
     /// Appends an audit entry; [`Error::AlreadyExists`] if its id is taken.
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), Error>;

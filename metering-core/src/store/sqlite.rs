@@ -274,6 +274,9 @@ const CONSUME_REFRESH_TOKEN: &str = "UPDATE refresh_tokens SET used_at = ?2 \
      WHERE id = ?1 AND used_at IS NULL AND revoked = 0 AND expires_at > ?2 \
      RETURNING id, user_id, issued_at, expires_at";
 
+const PRUNE_REFRESH_TOKENS: &str = "DELETE FROM refresh_tokens WHERE rowid IN (SELECT rowid FROM refresh_tokens \
+     WHERE expires_at <= ?1 OR used_at IS NOT NULL OR revoked = 1 LIMIT ?2)";
+
 const REVOKE_REFRESH_TOKENS: &str =
     "UPDATE refresh_tokens SET revoked = 1 WHERE user_id = ?1 AND used_at IS NULL AND revoked = 0";
 
@@ -1142,6 +1145,24 @@ impl RecordStore for SqliteRecords {
             c.prepare_cached(REVOKE_REFRESH_TOKENS).and_then(|mut s| s.execute([user_id])).map_err(db).map(|n| n as u64)
         })
         .await
+    }
+
+    async fn prune_refresh_tokens(&self, now: Timestamp) -> Result<u64, Error> {
+        let mut removed = 0;
+        loop {
+            // One transaction per chunk, so a large prune never holds the writer for long.
+            let n = self
+                .write(move |c| {
+                    c.prepare_cached(PRUNE_REFRESH_TOKENS)
+                        .and_then(|mut s| s.execute(params![now.as_micros(), limit(PRUNE_CHUNK)]))
+                        .map_err(db)
+                })
+                .await?;
+            removed += n as u64;
+            if n < PRUNE_CHUNK {
+                return Ok(removed);
+            }
+        }
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), Error> {
