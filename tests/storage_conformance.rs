@@ -96,6 +96,7 @@ macro_rules! conformance {
             usage_summary_counts_denied_and_charged_credits,
             refresh_tokens_work_once_until_they_expire_or_are_revoked,
             concurrent_uses_of_a_refresh_token_succeed_once,
+            concurrent_inserts_of_a_plan_succeed_once,
             audit_entries_page_newest_first,
         ] $(, $reopen)?);
     };
@@ -321,7 +322,11 @@ mod checks {
         cheaper.limits = vec![Limit::new(3, Per::Minute).unwrap()];
         s.put_plan(&cheaper).await.unwrap();
         assert_eq!(s.plan(&cheaper.id).await.unwrap(), Some(cheaper.clone()), "put replaces");
-        assert_eq!(s.plans().await.unwrap(), vec![custom, cheaper, pro]);
+        assert!(matches!(s.insert_plan(&Plan::free()).await, Err(Error::AlreadyExists(_))), "insert never replaces");
+        assert_eq!(s.plan(&cheaper.id).await.unwrap(), Some(cheaper.clone()));
+        let fresh = Plan::new(PlanId::new("fresh").unwrap(), 9);
+        s.insert_plan(&fresh).await.unwrap();
+        assert_eq!(s.plans().await.unwrap(), vec![custom, cheaper, fresh, pro]);
     }
 
     pub(super) async fn tenants_are_inserted_once_updated_and_paged(s: Store) {
@@ -900,6 +905,26 @@ mod checks {
                 winners += usize::from(task.await.unwrap().is_some());
             }
             assert_eq!(winners, 1, "round {round}: exactly one use succeeds");
+        }
+    }
+
+    pub(super) async fn concurrent_inserts_of_a_plan_succeed_once(s: Store) {
+        for round in 0..10 {
+            let tasks: Vec<_> = (0..8)
+                .map(|i| {
+                    let s = Arc::clone(&s);
+                    let plan = Plan::new(PlanId::new(format!("race-{round}")).unwrap(), 100 + i);
+                    tokio::spawn(async move { s.insert_plan(&plan).await })
+                })
+                .collect();
+            let mut winners = Vec::new();
+            for task in tasks {
+                match task.await.unwrap() {
+                    Ok(()) => winners.push(()),
+                    Err(e) => assert!(matches!(e, Error::AlreadyExists(_)), "{e:?}"),
+                }
+            }
+            assert_eq!(winners.len(), 1, "round {round}: exactly one insert succeeds");
         }
     }
 

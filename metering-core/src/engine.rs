@@ -481,6 +481,14 @@ impl Engine {
         Ok(())
     }
 
+    /// Creates a plan, validated; [`Error::AlreadyExists`] if its id is taken.
+    pub async fn create_plan(&self, plan: &Plan) -> Result<(), Error> {
+        plan.validate()?;
+        self.inner.records.insert_plan(plan).await?;
+        self.inner.policies.clear();
+        Ok(())
+    }
+
     /// Creates a tenant on an existing plan.
     pub async fn create_tenant(&self, tenant: &Tenant) -> Result<(), Error> {
         let plan =

@@ -488,6 +488,16 @@ impl RecordStore for MemoryRecords {
         Ok(())
     }
 
+    async fn insert_plan(&self, plan: &Plan) -> Result<(), Error> {
+        match self.catalog.lock().plans.entry(plan.id.clone()) {
+            std::collections::btree_map::Entry::Occupied(_) => Err(Error::AlreadyExists(format!("plan {}", plan.id))),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(plan.clone());
+                Ok(())
+            }
+        }
+    }
+
     async fn plan(&self, id: &PlanId) -> Result<Option<Plan>, Error> {
         Ok(self.catalog.lock().plans.get(id).cloned())
     }

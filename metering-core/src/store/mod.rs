@@ -35,6 +35,9 @@ use crate::tenant::{Period, Tenant, TenantId};
 pub trait RecordStore: Send + Sync + 'static {
     /// Creates or replaces a plan.
     async fn put_plan(&self, plan: &Plan) -> Result<(), Error>;
+    /// Creates a plan; [`Error::AlreadyExists`] if its id is taken (atomically, so of
+    /// two concurrent inserts of one id exactly one succeeds).
+    async fn insert_plan(&self, plan: &Plan) -> Result<(), Error>;
     /// A plan by id.
     async fn plan(&self, id: &PlanId) -> Result<Option<Plan>, Error>;
     /// Every plan, by id.

@@ -933,6 +933,21 @@ fn decode_audit(row: &Row<'_>) -> Result<AuditEntry, Error> {
 
 #[async_trait]
 impl RecordStore for SqliteRecords {
+    async fn insert_plan(&self, plan: &Plan) -> Result<(), Error> {
+        let (id, body) = (plan.id.as_str().to_owned(), to_json(plan, "plan")?);
+        self.write(move |c| {
+            let inserted = c
+                .prepare_cached("INSERT INTO plans (id, body) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING")
+                .and_then(|mut s| s.execute(params![id, body]))
+                .map_err(db)?;
+            if inserted == 0 {
+                return Err(Error::AlreadyExists(format!("plan {id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn put_plan(&self, plan: &Plan) -> Result<(), Error> {
         let (id, body) = (plan.id.as_str().to_owned(), to_json(plan, "plan")?);
         self.write(move |c| {

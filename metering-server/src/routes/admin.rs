@@ -507,11 +507,13 @@ async fn create_plan(
 ) -> Result<(StatusCode, Json<PlanBody>), ApiError> {
     require_admin(&caller)?;
     let id = body.id.clone().ok_or_else(|| ApiError::invalid("id", "missing field `id`"))?;
-    if state.engine.records().plan(&id).await?.is_some() {
-        return Err(ApiError::conflict("already_exists", format!("plan `{id}` exists already")).with_field("id"));
-    }
     let plan = body.into_plan(id.clone());
-    state.engine.put_plan(&plan).await?;
+    match state.engine.create_plan(&plan).await {
+        Err(metering_core::Error::AlreadyExists(_)) => {
+            return Err(ApiError::conflict("already_exists", format!("plan `{id}` exists already")).with_field("id"));
+        }
+        created => created?,
+    }
     audit::record(
         &state.engine,
         audit::Change {
