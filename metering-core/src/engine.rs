@@ -297,7 +297,8 @@ impl Engine {
 
     /// Queues the ticket's ledger record without waiting for it to be durable (the layer's
     /// path: the response is not held up). Records still queued when the process dies
-    /// hard are lost; [`flush`](Self::flush) on shutdown writes them.
+    /// hard are lost; [`flush`](Self::flush) on shutdown writes them. The writer stores
+    /// batches of such records with [`RecordStore::append_buffered`].
     pub async fn settle_later(&self, ticket: Ticket, outcome: Outcome) -> Result<(), Error> {
         match &self.inner.writer {
             Some(w) if !ticket.replayed => {

@@ -92,7 +92,14 @@ async fn run(store: Arc<dyn RecordStore>, mut rx: mpsc::Receiver<Job>, max_batch
             }
         }
         if !records.is_empty() {
-            match store.append(records).await {
+            // Nobody waits on a record the layer queued after its response, so a batch
+            // of only those need not be synced to the disk.
+            let appended = if acks.iter().all(Option::is_none) {
+                store.append_buffered(records).await
+            } else {
+                store.append(records).await
+            };
+            match appended {
                 Ok(outcomes) => {
                     for (ack, outcome) in acks.into_iter().zip(outcomes) {
                         if let Some(ack) = ack {

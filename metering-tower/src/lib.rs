@@ -81,7 +81,12 @@
 //! queues the ledger record in a bounded buffer and the answer does not wait for the disk;
 //! call [`Engine::flush`](metering_core::Engine::flush) on shutdown. Records still queued
 //! when the process dies hard are lost (the counters they charged are rebuilt from the
-//! ledger without them). Without a writer each record is written before the answer leaves.
+//! ledger without them). Batches of such records are written with
+//! [`RecordStore::append_buffered`](metering_core::store::RecordStore::append_buffered):
+//! on the SQLite store, once written they survive a crash of the process, but an
+//! operating-system crash or a power loss can also lose those written since the last
+//! synced append or indexing pass. Without a writer each record is written before the
+//! answer leaves.
 //! A request abandoned half-way (client gone, outer timeout) is still settled, from a
 //! detached task, as not answered.
 

@@ -93,8 +93,15 @@ pub trait RecordStore: Send + Sync + 'static {
     async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<bool, Error>;
 
     /// Appends records in one transaction; a record whose `(tenant, event_id)` is already
-    /// stored is not written again and its stored twin is returned instead.
+    /// stored is not written again and its stored twin is returned instead. The records
+    /// are durable when it returns.
     async fn append(&self, records: Vec<LedgerRecord>) -> Result<Vec<Appended>, Error>;
+    /// [`append`](Self::append) for records no caller waits on (the Tower layer's, recorded
+    /// after the response): a backend may return before they would survive a power loss
+    /// or an operating-system crash. By default, the same as `append`.
+    async fn append_buffered(&self, records: Vec<LedgerRecord>) -> Result<Vec<Appended>, Error> {
+        self.append(records).await
+    }
     /// One record by key.
     async fn record(&self, tenant: &TenantId, event_id: &EventId) -> Result<Option<LedgerRecord>, Error>;
     /// Records matching a query, newest first.

@@ -479,6 +479,7 @@ impl SqliteRecords {
         &self,
         share: &Arc<JournalShare>,
         records: Vec<LedgerRecord>,
+        sync: bool,
     ) -> Result<Vec<Appended>, Error> {
         if share.waiting.load(Ordering::SeqCst) >= MAX_WAITING {
             self.index_journal(false).await?;
@@ -486,7 +487,7 @@ impl SqliteRecords {
         let j = Arc::clone(share);
         let (outcomes, sealed) = blocking(move || {
             let mut journal = j.journal.lock();
-            let outcomes = journal.append(records)?;
+            let outcomes = journal.append(records, sync)?;
             let full = journal.active_full();
             if full {
                 journal.seal();
@@ -1286,7 +1287,19 @@ impl RecordStore for SqliteRecords {
             return Ok(Vec::new());
         }
         match &self.journal {
-            Some(share) => self.append_journaled(share, records).await,
+            Some(share) => self.append_journaled(share, records, true).await,
+            None => self.write(move |c| insert_records(c, &records)).await,
+        }
+    }
+
+    /// Writes to the journal without syncing it: the records survive a crash of the
+    /// process, and reach the disk with the next synced append or their indexing.
+    async fn append_buffered(&self, records: Vec<LedgerRecord>) -> Result<Vec<Appended>, Error> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.journal {
+            Some(share) => self.append_journaled(share, records, false).await,
             None => self.write(move |c| insert_records(c, &records)).await,
         }
     }
@@ -1633,6 +1646,24 @@ mod tests {
         assert_eq!(ids(&store).await, ["a", "b"]);
         let again = store.append(vec![ledger_record("acme", "a", 1)]).await.unwrap();
         assert!(matches!(&again[..], [Appended::Duplicate(r)] if r.event.event_id.as_str() == "a"));
+        drop(store);
+        remove(&path);
+    }
+
+    #[tokio::test]
+    async fn buffered_appends_are_read_checked_for_duplicates_and_replayed_like_synced_ones() {
+        let path = temp_file("journal-buffered");
+        {
+            let store = SqliteRecords::open(&path).unwrap();
+            let first = ledger_record("acme", "b1", 1);
+            store.append_buffered(vec![first.clone(), ledger_record("acme", "b2", 1)]).await.unwrap();
+            store.append(vec![ledger_record("acme", "s1", 1)]).await.unwrap();
+            let again = store.append_buffered(vec![ledger_record("acme", "b1", 5)]).await.unwrap();
+            assert_eq!(again, vec![Appended::Duplicate(Box::new(first))]);
+            // Dropped without a flush: a crash of the process keeps what was written.
+        }
+        let store = SqliteRecords::open(&path).unwrap();
+        assert_eq!(ids(&store).await, ["b1", "b2", "s1"]);
         drop(store);
         remove(&path);
     }

@@ -204,9 +204,11 @@ impl Journal {
         }
     }
 
-    /// Makes `records` durable, in order, and says for each whether it is new or which
-    /// record already holds its `(tenant, event_id)`.
-    pub(super) fn append(&mut self, records: Vec<LedgerRecord>) -> Result<Vec<Appended>, Error> {
+    /// Writes `records`, in order, and says for each whether it is new or which record
+    /// already holds its `(tenant, event_id)`. With `sync` they are durable when it
+    /// returns; without, they are in the operating system's cache (they survive the
+    /// process, and the next synced append makes them durable too).
+    pub(super) fn append(&mut self, records: Vec<LedgerRecord>, sync: bool) -> Result<Vec<Appended>, Error> {
         if self.broken {
             return Err(Error::Unavailable("the ledger journal failed a write; restart to recover".into()));
         }
@@ -236,11 +238,11 @@ impl Journal {
             encode_frame(record, &mut frames)?;
         }
         let active = self.active()?;
-        if let Err(e) = write_durably(&active.file, active.len, &frames) {
+        if let Err(e) = write_frames(&active.file, active.len, &frames, sync) {
             // Zero what may have been written, so neither a torn frame hides later appends
             // from replay nor a whole one of this failed append comes back.
             let zeros = vec![0; frames.len()];
-            if write_durably(&active.file, active.len, &zeros).is_err() {
+            if write_frames(&active.file, active.len, &zeros, true).is_err() {
                 self.broken = true;
             }
             return Err(io("write the ledger journal", &e));
@@ -368,9 +370,9 @@ fn location(db_path: &Path) -> Result<(PathBuf, String), Error> {
     Ok((dir, format!("{name}-ledger-")))
 }
 
-fn write_durably(file: &File, at: u64, bytes: &[u8]) -> std::io::Result<()> {
+fn write_frames(file: &File, at: u64, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     file.write_all_at(bytes, at)?;
-    file.sync_data()
+    if sync { file.sync_data() } else { Ok(()) }
 }
 
 fn io(what: &str, e: &std::io::Error) -> Error {
