@@ -81,9 +81,41 @@ impl fmt::Display for Method {
 }
 
 /// An event's idempotency key, unique per tenant.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Compared, ordered and hashed by its text alone; whether it was generated is a hint
+/// for stores (see [`is_fresh`](Self::is_fresh)).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct EventId(Arc<str>);
+pub struct EventId {
+    id: Arc<str>,
+    fresh: bool,
+}
+
+impl PartialEq for EventId {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for EventId {}
+
+impl PartialOrd for EventId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for EventId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.id.cmp(&other.id)
+    }
+}
+
+impl std::hash::Hash for EventId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
 
 impl EventId {
     /// Validates a caller-chosen key.
@@ -98,7 +130,7 @@ impl EventId {
         if !id.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(FieldError::new("event_id", FieldProblem::BadCharacter));
         }
-        Ok(EventId(id.into()))
+        Ok(EventId { id: id.into(), fresh: false })
     }
 
     /// A fresh time-ordered key (UUIDv7) for an instant.
@@ -106,12 +138,19 @@ impl EventId {
         let micros = at.as_micros().max(0) as u64;
         let ts = uuid::Timestamp::from_unix(uuid::NoContext, micros / 1_000_000, ((micros % 1_000_000) * 1000) as u32);
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        EventId(Arc::from(&*uuid::Uuid::new_v7(ts).hyphenated().encode_lower(&mut buf)))
+        EventId { id: Arc::from(&*uuid::Uuid::new_v7(ts).hyphenated().encode_lower(&mut buf)), fresh: true }
+    }
+
+    /// Whether this key was made by [`generate`](Self::generate) in this process, so no
+    /// stored record can hold it yet and a store may skip looking for one. A key read
+    /// back, parsed or given by a caller (even one generated earlier) is not fresh.
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
     }
 
     /// The key as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.id
     }
 }
 
@@ -124,13 +163,13 @@ impl TryFrom<String> for EventId {
 
 impl From<EventId> for String {
     fn from(id: EventId) -> String {
-        id.0.to_string()
+        id.id.to_string()
     }
 }
 
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.id)
     }
 }
 
@@ -388,6 +427,24 @@ mod tests {
 
     fn now() -> Timestamp {
         Timestamp::from_secs(1_800_000_000)
+    }
+
+    #[test]
+    fn only_a_key_generated_here_is_fresh_and_freshness_never_changes_equality() {
+        let generated = EventId::generate(now());
+        assert!(generated.is_fresh());
+        let given = EventId::new(generated.as_str()).unwrap();
+        assert!(!given.is_fresh(), "a caller may send back a key it was given");
+        let read: EventId = serde_json::from_value(serde_json::json!(generated.as_str())).unwrap();
+        assert!(!read.is_fresh());
+        assert_eq!(given, generated);
+        let hash = |id: &EventId| {
+            use std::hash::{BuildHasher, BuildHasherDefault};
+            BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(id)
+        };
+        assert_eq!(hash(&given), hash(&generated));
+        let event = UsageEvent::new("acme", "svc", "/x", "GET").validate_at(now(), &TimeBounds::default()).unwrap();
+        assert!(event.event_id.is_fresh());
     }
 
     fn check(e: UsageEvent) -> Result<Event, FieldError> {

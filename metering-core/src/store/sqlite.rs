@@ -1669,6 +1669,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_fresh_key_is_found_while_it_waits_and_a_given_one_once_indexed() {
+        let path = temp_file("journal-fresh-keys");
+        let store = SqliteRecords::open(&path).unwrap();
+        let event = crate::event::UsageEvent::new("acme", "svc", "/x", "GET");
+        let mut record = ledger_record("acme", "placeholder", 1);
+        record.event = event.validate_at(Timestamp::from_secs(1_800_000_000), &Default::default()).unwrap();
+        assert!(record.event.event_id.is_fresh());
+        assert_eq!(
+            store.append(vec![record.clone(), record.clone()]).await.unwrap()[1],
+            Appended::Duplicate(Box::new(record.clone()))
+        );
+        assert!(matches!(store.append(vec![record.clone()]).await.unwrap()[..], [Appended::Duplicate(_)]), "waiting");
+        store.flush().await.unwrap();
+        let mut sent_back = record.clone();
+        sent_back.event.event_id = EventId::new(record.event.event_id.as_str()).unwrap();
+        let indexed = store.append(vec![sent_back]).await.unwrap();
+        assert_eq!(indexed, vec![Appended::Duplicate(Box::new(record))], "a caller sending the key back");
+        drop(store);
+        remove(&path);
+    }
+
+    #[tokio::test]
     async fn a_key_is_taken_whether_its_record_waits_in_the_journal_or_is_indexed() {
         let path = temp_file("journal-duplicates");
         let store = SqliteRecords::open(&path).unwrap();

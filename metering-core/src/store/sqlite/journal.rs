@@ -283,7 +283,7 @@ impl Journal {
         }
     }
 
-    /// The waiting or indexed record with this key.
+    /// The waiting or indexed record with this key (a fresh key cannot be indexed yet).
     fn find(&self, key: &Key) -> Result<Option<LedgerRecord>, Error> {
         if let Some(&(no, i)) = self.keys.get(key) {
             let waiting = match &self.active {
@@ -293,6 +293,9 @@ impl Journal {
             if let Some(r) = waiting {
                 return Ok(Some(r.clone()));
             }
+        }
+        if key.1.is_fresh() {
+            return Ok(None);
         }
         first(&self.lookup, SELECT_RECORD, [key.0.as_str(), key.1.as_str()], decode_record)
     }
