@@ -61,7 +61,8 @@
 //! Ledger appends take a shorter way. A [`RecordStore::append`] (one group commit) writes
 //! its records to the end of a journal segment next to the database file
 //! (`<file>-ledger-<n>`) and `fdatasync`s it, one write and one sync for the whole batch,
-//! then returns. Each record in a SQLite transaction would instead dirty a page of the
+//! then returns ([`append_buffered`](RecordStore::append_buffered), for records nobody
+//! waits on, skips the sync). Each record in a SQLite transaction would instead dirty a page of the
 //! tenant-ordered index per distinct tenant, and writing and syncing those pages cost
 //! several times more. Full segments (2,048 records) are moved into the `ledger` table by a
 //! background thread, in one transaction each, and then deleted. Records that wait are kept
