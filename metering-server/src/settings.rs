@@ -7,7 +7,7 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `METERING_LISTEN` | `127.0.0.1:8080` | the address to serve on |
-//! | `METERING_DATA_DIR` | `./data` | the SQLite file and the generated JWT secret |
+//! | `METERING_DATA_DIR` | `./data` | the SQLite file with its WAL and ledger journal, and the generated JWT secret |
 //! | `METERING_JWT_SECRET` | generated into the data dir | HS256 signing secret, at least 32 bytes |
 //! | `METERING_ADMIN_EMAIL`, `METERING_ADMIN_PASSWORD` | none | an admin created or updated at start |
 //! | `METERING_SIGNUP_LIMIT` | `20/hour` | sign-ups per client address, `<max>/<second\|minute\|hour\|day>` |

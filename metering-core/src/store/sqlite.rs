@@ -1414,6 +1414,11 @@ impl RecordStore for SqliteRecords {
     }
 
     async fn ping(&self) -> Result<(), Error> {
+        if let Some(share) = &self.journal
+            && share.journal.lock().is_broken()
+        {
+            return Err(Error::Unavailable("the ledger journal failed a write; restart to recover".into()));
+        }
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db)).await
     }
 }

@@ -171,6 +171,11 @@ impl Journal {
         self.keys.len()
     }
 
+    /// Whether a failed write left the journal refusing appends.
+    pub(super) fn is_broken(&self) -> bool {
+        self.broken
+    }
+
     /// Records in sealed segments.
     pub(super) fn sealed_len(&self) -> usize {
         self.sealed.iter().map(|s| s.records.len()).sum()
