@@ -511,7 +511,12 @@ impl SqliteRecords {
             return Ok(());
         }
         let s = Arc::clone(share);
-        self.write(move |c| index_sealed(c, &s, everything)).await
+        self.write(move |c| index_sealed(c, &s, everything)).await?;
+        if let Some(indexer) = self.indexer.as_ref().filter(|_| everything) {
+            // The active segment was sealed: let the indexer make the next one ahead.
+            indexer.wake();
+        }
+        Ok(())
     }
 }
 
