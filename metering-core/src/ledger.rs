@@ -165,3 +165,24 @@ pub struct Grant {
     /// When.
     pub at: Timestamp,
 }
+
+/// A ledger record for tests: an admitted call of `tenant` with key `id`, charged `credits`.
+#[cfg(test)]
+pub(crate) fn sample_record(tenant: &str, id: &str, credits: u64) -> LedgerRecord {
+    let now = Timestamp::from_secs(1_800_000_000);
+    let event = crate::event::UsageEvent::new(tenant, "svc", "/x", "GET")
+        .with_event_id(id)
+        .with_credits(i64::try_from(credits).expect("a small credit count"))
+        .validate_at(now, &Default::default())
+        .expect("a valid event");
+    let decision = Decision {
+        event_id: event.event_id.clone(),
+        allowed: true,
+        reason: None,
+        credits_charged: credits,
+        credits_remaining: 0,
+        limits: Vec::new(),
+        retry_after: None,
+    };
+    LedgerRecord { event, decided_at: now, decision, status: Some(200), counted: true }
+}

@@ -131,25 +131,11 @@ async fn run(store: Arc<dyn RecordStore>, mut rx: mpsc::Receiver<Job>, max_batch
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Timestamp;
-    use crate::decision::Decision;
-    use crate::event::UsageEvent;
+    use crate::ledger::sample_record;
     use crate::store::memory::MemoryRecords;
 
     fn record(id: &str) -> LedgerRecord {
-        let now = Timestamp::from_secs(1_800_000_000);
-        let event = UsageEvent::new("acme", "svc", "/x", "GET").with_event_id(id).validate_at(now, &Default::default());
-        let event = event.unwrap();
-        let decision = Decision {
-            event_id: event.event_id.clone(),
-            allowed: true,
-            reason: None,
-            credits_charged: 1,
-            credits_remaining: 9,
-            limits: Vec::new(),
-            retry_after: None,
-        };
-        LedgerRecord { event, decided_at: now, decision, status: None, counted: true }
+        sample_record("acme", id, 1)
     }
 
     #[tokio::test]

@@ -475,6 +475,26 @@ impl SqliteRecords {
         run(guard, f).await
     }
 
+    /// Runs `delete` (parameters: an instant, then a row limit) until it deletes fewer than
+    /// [`PRUNE_CHUNK`] rows, one transaction per chunk so a large prune never holds the
+    /// writer for long; returns how many rows went.
+    async fn delete_in_chunks(&self, delete: &'static str, at: Timestamp) -> Result<u64, Error> {
+        let mut removed = 0;
+        loop {
+            let n = self
+                .write(move |c| {
+                    c.prepare_cached(delete)
+                        .and_then(|mut s| s.execute(params![at.as_micros(), limit(PRUNE_CHUNK)]))
+                        .map_err(db)
+                })
+                .await?;
+            removed += n as u64;
+            if n < PRUNE_CHUNK {
+                return Ok(removed);
+            }
+        }
+    }
+
     /// Makes `records` durable in the journal; seals a full segment and starts the indexer.
     async fn append_journaled(
         &self,
@@ -1170,21 +1190,7 @@ impl RecordStore for SqliteRecords {
     }
 
     async fn prune_refresh_tokens(&self, now: Timestamp) -> Result<u64, Error> {
-        let mut removed = 0;
-        loop {
-            // One transaction per chunk, so a large prune never holds the writer for long.
-            let n = self
-                .write(move |c| {
-                    c.prepare_cached(PRUNE_REFRESH_TOKENS)
-                        .and_then(|mut s| s.execute(params![now.as_micros(), limit(PRUNE_CHUNK)]))
-                        .map_err(db)
-                })
-                .await?;
-            removed += n as u64;
-            if n < PRUNE_CHUNK {
-                return Ok(removed);
-            }
-        }
+        self.delete_in_chunks(PRUNE_REFRESH_TOKENS, now).await
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), Error> {
@@ -1364,21 +1370,7 @@ impl RecordStore for SqliteRecords {
 
     async fn prune(&self, before: Timestamp) -> Result<u64, Error> {
         self.index_journal(true).await?;
-        let mut removed = 0;
-        loop {
-            // One transaction per chunk, so a large prune never holds the writer for long.
-            let n = self
-                .write(move |c| {
-                    c.prepare_cached(PRUNE)
-                        .and_then(|mut s| s.execute(params![before.as_micros(), limit(PRUNE_CHUNK)]))
-                        .map_err(db)
-                })
-                .await?;
-            removed += n as u64;
-            if n < PRUNE_CHUNK {
-                return Ok(removed);
-            }
-        }
+        self.delete_in_chunks(PRUNE, before).await
     }
 
     async fn flush(&self) -> Result<(), Error> {
@@ -1437,6 +1429,7 @@ mod tests {
 
     use super::*;
     use crate::event::Method;
+    use crate::ledger::sample_record as ledger_record;
 
     /// What SQLite plans for `sql`, one line per step.
     fn query_plan(sql: &str, args: &[Value]) -> String {
@@ -1611,25 +1604,6 @@ mod tests {
         let mode: String = c.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
         assert_eq!((version, mode.as_str()), (MIGRATIONS.len() as i64, "wal"));
         remove(&path);
-    }
-
-    fn ledger_record(tenant: &str, id: &str, credits: u64) -> LedgerRecord {
-        let now = Timestamp::from_secs(1_800_000_000);
-        let event = crate::event::UsageEvent::new(tenant, "svc", "/x", "GET")
-            .with_event_id(id)
-            .with_credits(i64::try_from(credits).unwrap())
-            .validate_at(now, &Default::default())
-            .unwrap();
-        let decision = crate::decision::Decision {
-            event_id: event.event_id.clone(),
-            allowed: true,
-            reason: None,
-            credits_charged: credits,
-            credits_remaining: 0,
-            limits: Vec::new(),
-            retry_after: None,
-        };
-        LedgerRecord { event, decided_at: now, decision, status: None, counted: true }
     }
 
     async fn ids(store: &SqliteRecords) -> Vec<String> {

@@ -429,24 +429,10 @@ fn decode_frames(bytes: &[u8]) -> Result<(Vec<LedgerRecord>, usize), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Timestamp;
-    use crate::decision::Decision;
-    use crate::event::UsageEvent;
+    use crate::ledger::sample_record;
 
     fn record(id: &str) -> LedgerRecord {
-        let now = Timestamp::from_secs(1_800_000_000);
-        let event = UsageEvent::new("acme", "svc", "/x", "GET").with_event_id(id).validate_at(now, &Default::default());
-        let event = event.unwrap();
-        let decision = Decision {
-            event_id: event.event_id.clone(),
-            allowed: true,
-            reason: None,
-            credits_charged: 1,
-            credits_remaining: 9,
-            limits: Vec::new(),
-            retry_after: None,
-        };
-        LedgerRecord { event, decided_at: now, decision, status: Some(200), counted: true }
+        sample_record("acme", id, 1)
     }
 
     fn frames(records: &[LedgerRecord]) -> Vec<u8> {
