@@ -70,7 +70,8 @@
 //!
 //! - duplicate keys are found among them as well as in the table;
 //! - every ledger read, [`prune`](RecordStore::prune) and [`flush`](RecordStore::flush)
-//!   first indexes what waits, so it sees every acknowledged append;
+//!   first indexes what waits, so it sees every acknowledged append (without closing the
+//!   segment appends go to, so frequent reads do not multiply segment files);
 //! - opening the file replays the segments a crash left (a torn, unacknowledged last
 //!   frame is ignored) before anything else runs.
 //!
@@ -524,19 +525,15 @@ impl SqliteRecords {
     }
 
     /// Moves what waits in the journal into the ledger table; with `everything`, the
-    /// segment appends go to as well, so a read that follows sees every acknowledged append.
+    /// records of the segment appends go to as well (it stays open to them), so a read
+    /// that follows sees every acknowledged append.
     async fn index_journal(&self, everything: bool) -> Result<(), Error> {
         let Some(share) = &self.journal else { return Ok(()) };
         if share.waiting.load(Ordering::SeqCst) == 0 {
             return Ok(());
         }
         let s = Arc::clone(share);
-        self.write(move |c| index_sealed(c, &s, everything)).await?;
-        if let Some(indexer) = self.indexer.as_ref().filter(|_| everything) {
-            // The active segment was sealed: let the indexer make the next one ahead.
-            indexer.wake();
-        }
-        Ok(())
+        self.write(move |c| index_sealed(c, &s, everything)).await
     }
 }
 
@@ -561,23 +558,24 @@ fn prepare_spare(share: &JournalShare) {
     }
 }
 
-/// Inserts the sealed segments (after sealing the active one, with `seal_active`) into the
-/// ledger table in one transaction, then drops them from the journal.
-fn index_sealed(c: &mut Connection, share: &JournalShare, seal_active: bool) -> Result<(), Error> {
-    let segments = {
-        let mut journal = share.journal.lock();
-        if seal_active {
-            journal.seal();
-            share.publish_counts(&journal);
-        }
-        journal.sealed()
+/// Inserts the sealed segments' records (and, with `with_active`, the active segment's
+/// not yet indexed) into the ledger table in one transaction, then drops them from what
+/// the journal waits for.
+fn index_sealed(c: &mut Connection, share: &JournalShare, with_active: bool) -> Result<(), Error> {
+    let (segments, active) = {
+        let journal = share.journal.lock();
+        (journal.sealed(), with_active.then(|| journal.active_unindexed()).flatten())
     };
-    if segments.is_empty() {
+    if segments.is_empty() && active.is_none() {
         return Ok(());
     }
-    insert_records(c, segments.iter().flat_map(|s| s.records.iter()))?;
+    let active_records = active.as_ref().map_or(&[][..], |(_, _, records)| records);
+    insert_records(c, segments.iter().flat_map(|s| s.unindexed()).chain(active_records))?;
     let mut journal = share.journal.lock();
     journal.indexed(segments.len());
+    if let Some((no, upto, records)) = &active {
+        journal.active_indexed(*no, records, *upto);
+    }
     share.publish_counts(&journal);
     Ok(())
 }
@@ -1676,6 +1674,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn reads_index_the_open_segment_without_closing_it_and_replay_repeats_nothing() {
+        let path = temp_file("journal-reads");
+        {
+            let store = SqliteRecords::open(&path).unwrap();
+            let files = journal_files(&path).len();
+            for i in 0..20 {
+                store.append(vec![ledger_record("acme", &format!("r{i:02}"), 1)]).await.unwrap();
+                assert_eq!(ids(&store).await.len(), i + 1, "a read sees every acknowledged append");
+            }
+            assert_eq!(journal_files(&path).len(), files, "reads opened no new segment");
+            let again = store.append(vec![ledger_record("acme", "r05", 9)]).await.unwrap();
+            assert!(matches!(&again[..], [Appended::Duplicate(r)] if r.event.credits_used == 1), "found indexed");
+            store.append(vec![ledger_record("acme", "late", 1)]).await.unwrap();
+            // Dropped with 20 indexed frames and 1 waiting one in the open segment.
+        }
+        let store = SqliteRecords::open(&path).unwrap();
+        let all = ids(&store).await;
+        assert_eq!(all.len(), 21);
+        assert_eq!(all.last().map(String::as_str), Some("r19"));
+        assert!(all.contains(&"late".to_owned()));
+        drop(store);
+        remove(&path);
+    }
+
+    #[tokio::test]
     async fn a_key_is_taken_whether_its_record_waits_in_the_journal_or_is_indexed() {
         let path = temp_file("journal-duplicates");
         let store = SqliteRecords::open(&path).unwrap();
@@ -1714,11 +1737,14 @@ mod tests {
         let totals = store.usage_totals(&acme, TimeBasis::Event, Timestamp::EPOCH, Timestamp::from_secs(2_000_000_000));
         assert_eq!(totals.await.unwrap(), UsageTotals { calls: total as u64, credits: total as u64 });
         assert_eq!(share.waiting.load(Ordering::SeqCst), 0);
-        // What remains is the lock and at most one spare, all zeros.
-        for file in journal_files(&path) {
-            let bytes = std::fs::read(&file).unwrap();
-            assert!(file.to_str().unwrap().ends_with("lock") || bytes.iter().all(|&b| b == 0), "{}", file.display());
-        }
+        // The three sealed segments are gone: what remains is the lock, at most one spare
+        // (all zeros) and the open segment with its 10 records.
+        let written: Vec<_> = journal_files(&path)
+            .into_iter()
+            .filter(|f| !f.to_str().unwrap().ends_with("lock"))
+            .filter(|f| std::fs::read(f).unwrap().iter().any(|&b| b != 0))
+            .collect();
+        assert_eq!(written.len(), 1, "{written:?}");
         drop(store);
         remove(&path);
     }

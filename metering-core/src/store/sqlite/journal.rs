@@ -4,7 +4,10 @@
 //! syncing that file: one `write` and one `fdatasync` for a whole group commit, however
 //! many index pages the records would dirty in SQLite. Records then wait, in the segment
 //! and in memory (where duplicate checks find them), until the indexer moves a sealed
-//! segment into the `ledger` table in one large transaction and deletes the file.
+//! segment into the `ledger` table in one large transaction and deletes the file. A read
+//! indexes what waits first, the active segment's records included, without sealing it:
+//! their frames stay in the file until it is sealed, and a replay inserts them again
+//! harmlessly.
 //!
 //! A segment file, `<database file>-ledger-<number>`, is a run of frames: the payload's
 //! length (u32, little-endian), its CRC-32 (u32, little-endian), and the payload, one
@@ -90,6 +93,8 @@ struct Active {
     file: File,
     len: u64,
     records: Vec<LedgerRecord>,
+    /// How many of `records`, from the start, a read already had indexed.
+    indexed: usize,
 }
 
 /// A segment file made ahead of time.
@@ -102,7 +107,16 @@ pub(super) struct Spare {
 pub(super) struct Segment {
     pub(super) no: u64,
     path: PathBuf,
-    pub(super) records: Vec<LedgerRecord>,
+    records: Vec<LedgerRecord>,
+    /// How many of `records`, from the start, were indexed while the segment was active.
+    from: usize,
+}
+
+impl Segment {
+    /// The records still to index.
+    pub(super) fn unindexed(&self) -> &[LedgerRecord] {
+        &self.records[self.from..]
+    }
 }
 
 /// What an earlier process left in the journal.
@@ -176,9 +190,9 @@ impl Journal {
         self.broken
     }
 
-    /// Records in sealed segments.
+    /// Records in sealed segments still to index.
     pub(super) fn sealed_len(&self) -> usize {
-        self.sealed.iter().map(|s| s.records.len()).sum()
+        self.sealed.iter().map(|s| s.unindexed().len()).sum()
     }
 
     /// Whether the segment appends go to is full and should be sealed.
@@ -267,7 +281,28 @@ impl Journal {
     pub(super) fn seal(&mut self) {
         if let Some(active) = self.active.take() {
             let path = self.segment_path(active.no);
-            self.sealed.push_back(Arc::new(Segment { no: active.no, path, records: active.records }));
+            let segment = Segment { no: active.no, path, records: active.records, from: active.indexed };
+            self.sealed.push_back(Arc::new(segment));
+        }
+    }
+
+    /// The active segment's number, how many records it holds, and copies of those not
+    /// indexed yet: what a read indexes without sealing the segment (which would leave
+    /// the next append to make a new file).
+    pub(super) fn active_unindexed(&self) -> Option<(u64, usize, Vec<LedgerRecord>)> {
+        let active = self.active.as_ref().filter(|a| a.indexed < a.records.len())?;
+        Some((active.no, active.records.len(), active.records[active.indexed..].to_vec()))
+    }
+
+    /// Notes that the active segment `no`'s records up to `upto` are indexed. Their frames
+    /// stay in the file until the segment is sealed and indexed; a replay inserts them
+    /// again harmlessly. If the segment was sealed meanwhile, its indexing repeats them.
+    pub(super) fn active_indexed(&mut self, no: u64, records: &[LedgerRecord], upto: usize) {
+        for r in records {
+            self.keys.remove(&(r.event.tenant_id.clone(), r.event.event_id.clone()));
+        }
+        if let Some(active) = self.active.as_mut().filter(|a| a.no == no) {
+            active.indexed = active.indexed.max(upto);
         }
     }
 
@@ -281,7 +316,7 @@ impl Journal {
     pub(super) fn indexed(&mut self, count: usize) {
         for _ in 0..count {
             let Some(segment) = self.sealed.pop_front() else { return };
-            for r in &segment.records {
+            for r in segment.unindexed() {
                 self.keys.remove(&(r.event.tenant_id.clone(), r.event.event_id.clone()));
             }
             remove_segment(&segment.path);
@@ -317,7 +352,7 @@ impl Journal {
                     Spare { no, file }
                 }
             };
-            self.active = Some(Active { no: spare.no, file: spare.file, len: 0, records: Vec::new() });
+            self.active = Some(Active { no: spare.no, file: spare.file, len: 0, records: Vec::new(), indexed: 0 });
         }
         Ok(self.active.as_mut().expect("made above"))
     }
