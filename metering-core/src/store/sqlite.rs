@@ -320,8 +320,6 @@ struct JournalShare {
     journal: parking_lot::Mutex<Journal>,
     /// Records written and not yet indexed, readable without the lock.
     waiting: AtomicUsize,
-    /// Records in sealed segments, readable without the lock.
-    sealed: AtomicUsize,
 }
 
 /// The indexer thread: it moves sealed segments into the ledger table whenever woken
@@ -372,7 +370,6 @@ impl Drop for SqliteRecords {
 impl JournalShare {
     fn publish_counts(&self, journal: &Journal) {
         self.waiting.store(journal.waiting(), Ordering::SeqCst);
-        self.sealed.store(journal.sealed_len(), Ordering::SeqCst);
     }
 }
 
@@ -412,11 +409,7 @@ impl SqliteRecords {
                     let spare = journal::make_segment(no, &segment, journal.dir());
                     journal.install_spare(spare);
                 }
-                Some(Arc::new(JournalShare {
-                    journal: parking_lot::Mutex::new(journal),
-                    waiting: AtomicUsize::new(0),
-                    sealed: AtomicUsize::new(0),
-                }))
+                Some(Arc::new(JournalShare { journal: parking_lot::Mutex::new(journal), waiting: AtomicUsize::new(0) }))
             }
             None => None,
         };
@@ -496,13 +489,15 @@ impl SqliteRecords {
         }
     }
 
-    /// Makes `records` durable in the journal; seals a full segment and starts the indexer.
-    async fn append_journaled(
-        &self,
-        share: &Arc<JournalShare>,
-        records: Vec<LedgerRecord>,
-        sync: bool,
-    ) -> Result<Vec<Appended>, Error> {
+    /// Appends through the journal, synced or not (seals a full segment and wakes the
+    /// indexer), or straight into the table when this store does not own the journal.
+    async fn append_records(&self, records: Vec<LedgerRecord>, sync: bool) -> Result<Vec<Appended>, Error> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(share) = &self.journal else {
+            return self.write(move |c| insert_records(c, &records)).await;
+        };
         if share.waiting.load(Ordering::SeqCst) >= MAX_WAITING {
             self.index_journal(false).await?;
         }
@@ -1293,25 +1288,13 @@ impl RecordStore for SqliteRecords {
     }
 
     async fn append(&self, records: Vec<LedgerRecord>) -> Result<Vec<Appended>, Error> {
-        if records.is_empty() {
-            return Ok(Vec::new());
-        }
-        match &self.journal {
-            Some(share) => self.append_journaled(share, records, true).await,
-            None => self.write(move |c| insert_records(c, &records)).await,
-        }
+        self.append_records(records, true).await
     }
 
     /// Writes to the journal without syncing it: the records survive a crash of the
     /// process, and reach the disk with the next synced append or their indexing.
     async fn append_buffered(&self, records: Vec<LedgerRecord>) -> Result<Vec<Appended>, Error> {
-        if records.is_empty() {
-            return Ok(Vec::new());
-        }
-        match &self.journal {
-            Some(share) => self.append_journaled(share, records, false).await,
-            None => self.write(move |c| insert_records(c, &records)).await,
-        }
+        self.append_records(records, false).await
     }
 
     async fn record(&self, tenant: &TenantId, event_id: &EventId) -> Result<Option<LedgerRecord>, Error> {

@@ -105,7 +105,7 @@ pub(super) struct Spare {
 
 /// A segment closed to appends.
 pub(super) struct Segment {
-    pub(super) no: u64,
+    no: u64,
     path: PathBuf,
     records: Vec<LedgerRecord>,
     /// How many of `records`, from the start, were indexed while the segment was active.
@@ -190,11 +190,6 @@ impl Journal {
         self.broken
     }
 
-    /// Records in sealed segments still to index.
-    pub(super) fn sealed_len(&self) -> usize {
-        self.sealed.iter().map(|s| s.unindexed().len()).sum()
-    }
-
     /// Whether the segment appends go to is full and should be sealed.
     pub(super) fn active_full(&self) -> bool {
         self.active.as_ref().is_some_and(|a| a.records.len() >= SEGMENT_RECORDS || a.len >= SEGMENT_BYTES as u64)
@@ -268,9 +263,7 @@ impl Journal {
         }
         active.len += frames.len() as u64;
         let (no, base) = (active.no, active.records.len());
-        for (i, record) in fresh.iter().enumerate() {
-            self.keys.insert((record.event.tenant_id.clone(), record.event.event_id.clone()), (no, base + i));
-        }
+        self.keys.extend(in_batch.into_iter().map(|(key, i)| (key, (no, base + i))));
         if let Some(active) = self.active.as_mut() {
             active.records.extend(fresh);
         }
