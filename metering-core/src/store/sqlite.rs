@@ -65,7 +65,8 @@
 //! waits on, skips the sync). Each record in a SQLite transaction would instead dirty a page of the
 //! tenant-ordered index per distinct tenant, and writing and syncing those pages cost
 //! several times more. Full segments (2,048 records) are moved into the `ledger` table by a
-//! background thread, in one transaction each, and then deleted. Records that wait are kept
+//! background thread, in one transaction each, and then deleted; when no segment fills
+//! for a second, the same thread indexes the open segment's records. Records that wait are kept
 //! in memory too (at most 16,384; appends beyond that wait for the indexer):
 //!
 //! - duplicate keys are found among them as well as in the table;
@@ -78,8 +79,9 @@
 //! One store owns a file's journal, through a lock file (`<file>-ledger-lock`). Another
 //! store opened on the same file, in this process or another (an operator's command
 //! next to the server), appends to the table directly and sees the owner's appends once
-//! the owner indexes them: when a segment fills, on any of its ledger reads, or on
-//! [`flush`](RecordStore::flush), which the server runs at shutdown.
+//! the owner indexes them: when a segment fills, within about a second when none does, on
+//! any of its ledger reads, or on [`flush`](RecordStore::flush), which the server runs at
+//! shutdown.
 //!
 //! A commit that takes the WAL past 64 MiB also checkpoints it into the database file, so
 //! now and then one indexing pass takes noticeably longer; appends do not wait for it.
@@ -87,7 +89,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -115,6 +117,11 @@ use journal::{Journal, SEGMENT_RECORDS};
 /// Records that may wait in the journal; an append beyond this first waits for the
 /// indexer, so memory stays bounded when SQLite falls behind.
 const MAX_WAITING: usize = 8 * SEGMENT_RECORDS;
+
+/// How long records may wait in the open segment when no segment fills: then the indexer
+/// moves them into the table, so another store on the file (which reads only the table)
+/// sees them, and a restart has little to replay.
+const IDLE_INDEX_AFTER: Duration = Duration::from_secs(1);
 
 /// Reader connections of a file-backed store.
 const READERS: usize = 4;
@@ -323,7 +330,8 @@ struct JournalShare {
 }
 
 /// The indexer thread: it moves sealed segments into the ledger table whenever woken
-/// (appends wait for it only when [`MAX_WAITING`] records wait), without a tokio runtime.
+/// (appends wait for it only when [`MAX_WAITING`] records wait), and the open segment's
+/// records after [`IDLE_INDEX_AFTER`] without a full one, without a tokio runtime.
 struct Indexer {
     wake: mpsc::SyncSender<()>,
     thread: Option<JoinHandle<()>>,
@@ -335,8 +343,14 @@ impl Indexer {
         let thread = std::thread::Builder::new()
             .name("ledger-indexer".into())
             .spawn(move || {
-                while woken.recv().is_ok() {
-                    let indexed = index_sealed(&mut writer.blocking_lock(), &share, false);
+                loop {
+                    let everything = match woken.recv_timeout(IDLE_INDEX_AFTER) {
+                        Ok(()) => false,
+                        Err(RecvTimeoutError::Timeout) if share.waiting.load(Ordering::SeqCst) > 0 => true,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    };
+                    let indexed = index_sealed(&mut writer.blocking_lock(), &share, everything);
                     if let Err(e) = indexed {
                         tracing::error!(error = %e, "ledger journal: indexing failed; its records wait in the journal");
                     }
@@ -1744,6 +1758,25 @@ mod tests {
         assert_eq!(ids(&second).await, ["from-owner", "from-second"], "the owner's read indexed its journal");
         let taken = second.append(vec![ledger_record("acme", "from-owner", 1)]).await.unwrap();
         assert!(matches!(&taken[..], [Appended::Duplicate(_)]));
+        drop((owner, second));
+        remove(&path);
+    }
+
+    #[tokio::test]
+    async fn the_owner_indexes_a_quiet_open_segment_for_other_stores() {
+        let path = temp_file("journal-idle-index");
+        let owner = SqliteRecords::open(&path).unwrap();
+        let second = SqliteRecords::open(&path).unwrap();
+        owner.append(vec![ledger_record("acme", "quiet", 1)]).await.unwrap();
+        // Nothing reads through the owner, so only its indexer thread can move the record
+        // into the table; it runs on real time: wait for it, for at most ten of its periods.
+        let deadline = std::time::Instant::now() + 10 * IDLE_INDEX_AFTER;
+        while ids(&second).await.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the open segment was never indexed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(ids(&second).await, ["quiet"]);
+        assert_eq!(owner.journal.as_ref().unwrap().waiting.load(Ordering::SeqCst), 0);
         drop((owner, second));
         remove(&path);
     }
