@@ -100,3 +100,30 @@ async fn a_late_event_counts_in_its_own_day() {
     late.timestamp = Some(yesterday);
     assert!(engine.track(late).await.unwrap().allowed, "yesterday's window still had room");
 }
+
+#[tokio::test]
+async fn a_track_abandoned_mid_way_is_still_decided_and_recorded() {
+    for backend in Backend::all() {
+        let (engine, clock) = engine(&backend).await;
+        let acme = tenant_on(&engine, "acme", plan("p", 1_000)).await;
+        // Each call is polled once and then dropped, wherever it stands: deciding, or
+        // waiting for its ledger record to be durable.
+        for _ in 0..20 {
+            let _ = tokio::time::timeout(Duration::ZERO, engine.track(call())).await;
+        }
+        let q = metering::core::LedgerQuery { tenant: Some(acme.clone()), ..Default::default() };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            engine.flush().await.unwrap();
+            let recorded = engine.records().records(&q).await.unwrap().len();
+            if recorded == 20 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{backend:?}: only {recorded} of 20 calls recorded");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(engine.balance(&acme).await.unwrap().used, 40, "{backend:?}: counters match the ledger");
+        let engine = restart(&engine, &backend, &clock).await;
+        assert_eq!(engine.balance(&acme).await.unwrap().used, 40, "{backend:?}: and so do rebuilt ones");
+    }
+}

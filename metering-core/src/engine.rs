@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::decision::{Decision, DenyReason};
 use crate::denials::DenialBudget;
+use crate::detach::FinishOnDrop;
 use crate::error::Error;
 use crate::event::{Event, TimeBounds, UsageEvent};
 use crate::ledger::{Appended, Grant, LedgerRecord, TimeBasis};
@@ -200,9 +201,16 @@ impl Engine {
     }
 
     /// Decides and records a call; returns once the ledger record is durable.
-    pub async fn track(&self, event: UsageEvent) -> Result<Decision, Error> {
-        let ticket = self.decide(event).await?;
-        self.settle(ticket, Outcome::CHARGED).await
+    ///
+    /// Safe to abandon: dropped before it answers (the client went away, a timeout fired),
+    /// the call is still decided and recorded, on a task of its own, so no decision takes
+    /// counts without its ledger record.
+    pub fn track(&self, event: UsageEvent) -> impl Future<Output = Result<Decision, Error>> + Send + 'static {
+        let engine = self.clone();
+        FinishOnDrop::new(async move {
+            let ticket = engine.decide(event).await?;
+            engine.settle(ticket, Outcome::CHARGED).await
+        })
     }
 
     /// Decides a call and commits its counters; the ledger record is written by
@@ -211,7 +219,8 @@ impl Engine {
     /// Drive the returned future to completion: dropped after the hot store committed but
     /// before the ticket came back, the counts stay taken with no ledger record (until the
     /// counters are next rebuilt from the ledger). The Tower layer finishes abandoned
-    /// decisions on a spawned task for this reason.
+    /// decisions on a spawned task for this reason, and [`track`](Self::track) does so
+    /// itself.
     pub async fn decide(&self, input: UsageEvent) -> Result<Ticket, Error> {
         let now = self.now();
         let remember = input.event_id.is_some();

@@ -28,6 +28,7 @@ pub mod audit;
 pub mod clock;
 pub mod decision;
 mod denials;
+mod detach;
 pub mod engine;
 pub mod error;
 pub mod event;

@@ -226,14 +226,11 @@ fn decision_response(decision: &Decision) -> Response {
     response
 }
 
-/// Decides and records one event on a task of its own, so a client that goes away cannot
-/// abandon a decision between its commit in the counters and its ledger record.
+/// Decides and records one event. A client that goes away cannot abandon a decision
+/// between its commit in the counters and its ledger record: the engine finishes an
+/// abandoned `track` on a task of its own.
 async fn track_event(state: &AppState, event: UsageEvent) -> Result<Decision, ApiError> {
-    let engine = state.engine.clone();
-    let decision = tokio::spawn(async move { engine.track(event).await })
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(track_error)?;
+    let decision = state.engine.track(event).await.map_err(track_error)?;
     crate::metrics::record_decision(&decision);
     Ok(decision)
 }
