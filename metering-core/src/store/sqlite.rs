@@ -1763,6 +1763,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn appends_wait_for_the_indexer_once_the_journal_holds_its_most() {
+        let path = temp_file("journal-bound");
+        let store = Arc::new(SqliteRecords::open(&path).unwrap());
+        let waiting = || store.journal.as_ref().unwrap().waiting.load(Ordering::SeqCst);
+        // Holding the writer connection holds the indexer back.
+        let writer = store.writer.lock().await;
+        let mut n = 0;
+        while waiting() < MAX_WAITING {
+            let batch = (0..1_000).map(|_| {
+                n += 1;
+                ledger_record("acme", &format!("e-{n}"), 1)
+            });
+            store.append_buffered(batch.collect()).await.unwrap();
+        }
+        let full = waiting();
+        let blocked = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move { store.append(vec![ledger_record("acme", "one-more", 1)]).await }
+        });
+        // Time enough for an append that wrongly went ahead to write its record.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!blocked.is_finished(), "an append past the bound waits for the indexer");
+        assert_eq!(waiting(), full, "and adds nothing to the journal meanwhile");
+        drop(writer);
+        assert!(matches!(&blocked.await.unwrap().unwrap()[..], [Appended::Inserted]));
+        assert!(waiting() < MAX_WAITING, "the indexer caught up first: {}", waiting());
+        store.flush().await.unwrap();
+        drop(store);
+        remove(&path);
+    }
+
+    #[tokio::test]
     async fn the_owner_indexes_a_quiet_open_segment_for_other_stores() {
         let path = temp_file("journal-idle-index");
         let owner = SqliteRecords::open(&path).unwrap();
