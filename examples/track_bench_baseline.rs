@@ -23,6 +23,10 @@ use axum::routing::post;
 use metering::core::UsageEvent;
 use serde_json::{Value, json};
 
+/// The reference server's allocator, so the two differ only in what they do per request.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Parses the body as the server does, and answers a decision-shaped body.
 async fn track(Json(event): Json<UsageEvent>) -> Json<Value> {
     Json(json!({
