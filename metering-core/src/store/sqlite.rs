@@ -582,8 +582,8 @@ fn index_sealed(c: &mut Connection, share: &JournalShare, with_active: bool) -> 
     insert_records(c, segments.iter().flat_map(|s| s.unindexed()).chain(active_records))?;
     let mut journal = share.journal.lock();
     journal.indexed(segments.len());
-    if let Some((no, upto, records)) = &active {
-        journal.active_indexed(*no, records, *upto);
+    if let Some((no, upto, _)) = &active {
+        journal.active_indexed(*no, *upto);
     }
     share.publish_counts(&journal);
     Ok(())

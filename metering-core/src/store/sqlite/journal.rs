@@ -290,10 +290,8 @@ impl Journal {
     /// Notes that the active segment `no`'s records up to `upto` are indexed. Their frames
     /// stay in the file until the segment is sealed and indexed; a replay inserts them
     /// again harmlessly. If the segment was sealed meanwhile, its indexing repeats them.
-    pub(super) fn active_indexed(&mut self, no: u64, records: &[LedgerRecord], upto: usize) {
-        for r in records {
-            self.keys.remove(&(r.event.tenant_id.clone(), r.event.event_id.clone()));
-        }
+    pub(super) fn active_indexed(&mut self, no: u64, upto: usize) {
+        self.keys.retain(|_, &mut (segment, position)| segment != no || position >= upto);
         if let Some(active) = self.active.as_mut().filter(|a| a.no == no) {
             active.indexed = active.indexed.max(upto);
         }
@@ -307,11 +305,13 @@ impl Journal {
     /// Forgets the oldest `count` sealed segments, whose records are now durable in
     /// SQLite, and deletes their files.
     pub(super) fn indexed(&mut self, count: usize) {
-        for _ in 0..count {
-            let Some(segment) = self.sealed.pop_front() else { return };
-            for r in segment.unindexed() {
-                self.keys.remove(&(r.event.tenant_id.clone(), r.event.event_id.clone()));
-            }
+        let done: Vec<Arc<Segment>> = self.sealed.drain(..count.min(self.sealed.len())).collect();
+        if done.is_empty() {
+            return;
+        }
+        // One pass over the (bounded) key map, not a key built per record.
+        self.keys.retain(|_, (no, _)| done.iter().all(|s| s.no != *no));
+        for segment in done {
             remove_segment(&segment.path);
         }
     }
