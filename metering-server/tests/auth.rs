@@ -185,6 +185,34 @@ async fn signup_creates_a_tenant_and_a_user_and_logs_in() {
     assert_eq!(b.body["plan"], "basic");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_signups_for_one_email_make_one_account_and_one_tenant() {
+    let srv = Arc::new(Server::start().await);
+    let admin = srv.admin_token().await;
+    let tenants = |srv: Arc<Server>, admin: String| async move {
+        let a = srv.call(Method::GET, "/admin/tenants?limit=1000", Cred::Bearer(&admin), None).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        a.body["items"].as_array().unwrap().len()
+    };
+    let before = tenants(Arc::clone(&srv), admin.clone()).await;
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let srv = Arc::clone(&srv);
+            tokio::spawn(async move {
+                srv.post("/auth/signup", Cred::None, json!({"email": "race@example.com", "password": PASSWORD})).await
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for racer in racers {
+        statuses.push(racer.await.unwrap().status);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CREATED).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT), "{statuses:?}");
+    assert_eq!(tenants(Arc::clone(&srv), admin).await, before + 1, "the losers left no tenant behind");
+    assert_eq!(srv.login("race@example.com", PASSWORD).await.status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn signup_refuses_bad_input_with_the_field() {
     let srv = Server::start().await;

@@ -286,9 +286,6 @@ impl AuthService {
         }
         let hash = password::hash_password(req.password, self.cost).await?;
         let tenant_id = tenant_id_for(&email)?;
-        let mut tenant = Tenant::new(tenant_id.clone(), plan.clone(), now);
-        tenant.name = name;
-        self.engine.create_tenant(&tenant).await?;
         let user = User {
             id: new_id("usr_"),
             tenant_id: tenant_id.clone(),
@@ -297,14 +294,16 @@ impl AuthService {
             role: Role::User,
             created_at: now,
         };
+        // The user first: of two sign-ups racing for one e-mail, the loser stops here and
+        // leaves nothing behind. The tenant's id is fresh, so its creation cannot collide.
         match records.insert_user(&user).await {
             Ok(()) => {}
-            Err(metering_core::Error::AlreadyExists(_)) => {
-                tracing::warn!(tenant = %tenant_id, "sign-up lost a race for its e-mail; its tenant stays empty");
-                return Err(email_taken());
-            }
+            Err(metering_core::Error::AlreadyExists(_)) => return Err(email_taken()),
             Err(e) => return Err(e.into()),
         }
+        let mut tenant = Tenant::new(tenant_id.clone(), plan.clone(), now);
+        tenant.name = name;
+        self.engine.create_tenant(&tenant).await?;
         tracing::info!(tenant = %tenant_id, user = %user.id, plan = plan.as_str(), "signed up");
         let pair = self.issue_tokens(&user).await?;
         Ok(SignupResponse {
