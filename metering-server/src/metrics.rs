@@ -23,7 +23,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use metering_core::Decision;
+use metering_core::{Decision, DenyReason};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Latency buckets in seconds: 50 µs to 10 s.
@@ -60,13 +60,41 @@ pub(crate) fn render() -> String {
     handle().render()
 }
 
-/// Counts one decision of the engine by outcome and reason.
+/// Every outcome of a decision, in the order of their series.
+const OUTCOMES: [Option<DenyReason>; 5] = [
+    None,
+    Some(DenyReason::TenantSuspended),
+    Some(DenyReason::PremiumNotInPlan),
+    Some(DenyReason::RateLimited),
+    Some(DenyReason::InsufficientCredits),
+];
+
+/// The position of an outcome in [`OUTCOMES`].
+fn outcome_slot(reason: Option<DenyReason>) -> usize {
+    match reason {
+        None => 0,
+        Some(DenyReason::TenantSuspended) => 1,
+        Some(DenyReason::PremiumNotInPlan) => 2,
+        Some(DenyReason::RateLimited) => 3,
+        Some(DenyReason::InsufficientCredits) => 4,
+    }
+}
+
+/// Counts one decision of the engine by outcome and reason; the five series are
+/// registered once, not per decision.
 pub(crate) fn record_decision(decision: &Decision) {
-    let (outcome, reason) = match decision.reason {
-        None => ("allowed", "none"),
-        Some(r) => ("denied", r.as_str()),
-    };
-    metrics::counter!("metering_decisions_total", "outcome" => outcome, "reason" => reason).increment(1);
+    static SERIES: OnceLock<[metrics::Counter; 5]> = OnceLock::new();
+    let series = SERIES.get_or_init(|| {
+        handle();
+        OUTCOMES.map(|reason| {
+            let (outcome, reason) = match reason {
+                None => ("allowed", "none"),
+                Some(r) => ("denied", r.as_str()),
+            };
+            metrics::counter!("metering_decisions_total", "outcome" => outcome, "reason" => reason)
+        })
+    });
+    series[outcome_slot(decision.reason)].increment(1);
 }
 
 /// Counts and times every request, labelled by route template, method and status.
@@ -147,5 +175,17 @@ fn method_label(m: &axum::http::Method) -> &'static str {
         Method::HEAD => "HEAD",
         Method::OPTIONS => "OPTIONS",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_has_its_own_series() {
+        for (i, reason) in OUTCOMES.into_iter().enumerate() {
+            assert_eq!(outcome_slot(reason), i, "{reason:?}");
+        }
     }
 }
