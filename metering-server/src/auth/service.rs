@@ -303,7 +303,10 @@ impl AuthService {
         }
         let mut tenant = Tenant::new(tenant_id.clone(), plan.clone(), now);
         tenant.name = name;
-        self.engine.create_tenant(&tenant).await?;
+        if let Err(e) = self.engine.create_tenant(&tenant).await {
+            tracing::error!(user = %user.id, tenant = %tenant_id, error = %e, "sign-up stored its user but not its tenant");
+            return Err(e.into());
+        }
         tracing::info!(tenant = %tenant_id, user = %user.id, plan = plan.as_str(), "signed up");
         let pair = self.issue_tokens(&user).await?;
         Ok(SignupResponse {
