@@ -80,6 +80,7 @@ macro_rules! conformance {
             plans_are_put_read_listed_and_replaced,
             tenants_are_inserted_once_updated_and_paged,
             users_are_unique_by_id_and_email,
+            accounts_are_created_whole_or_not_at_all,
             api_keys_are_found_listed_and_revoked,
             append_writes_each_key_once_and_returns_the_stored_twin,
             records_apply_every_filter_newest_first,
@@ -411,6 +412,26 @@ mod checks {
         let carol = user("u-3", "acme", "ann@example.com");
         s.insert_user(&carol).await.unwrap();
         assert_eq!(s.user_by_email("ann@example.com").await.unwrap(), Some(carol), "a freed e-mail can be taken");
+    }
+
+    pub(super) async fn accounts_are_created_whole_or_not_at_all(s: Store) {
+        let ann = user("u-1", "acme", "ann@example.com");
+        s.insert_account(&tenant("acme"), &ann).await.unwrap();
+        assert_eq!(s.tenant(&tid("acme")).await.unwrap(), Some(tenant("acme")));
+        assert_eq!(s.user_by_email("ann@example.com").await.unwrap(), Some(ann.clone()));
+
+        let same_email = user("u-2", "beta", "ann@example.com");
+        assert!(matches!(s.insert_account(&tenant("beta"), &same_email).await, Err(Error::AlreadyExists(_))));
+        assert_eq!(s.tenant(&tid("beta")).await.unwrap(), None, "a refused user leaves no tenant");
+        let same_id = user("u-1", "beta", "bob@example.com");
+        assert!(matches!(s.insert_account(&tenant("beta"), &same_id).await, Err(Error::AlreadyExists(_))));
+        assert_eq!(s.tenant(&tid("beta")).await.unwrap(), None);
+
+        let taken_tenant = user("u-3", "acme", "carol@example.com");
+        assert!(matches!(s.insert_account(&tenant("acme"), &taken_tenant).await, Err(Error::AlreadyExists(_))));
+        assert_eq!(s.user("u-3").await.unwrap(), None, "a refused tenant leaves no user");
+        assert_eq!(s.user_by_email("carol@example.com").await.unwrap(), None);
+        assert_eq!(s.user_by_email("ann@example.com").await.unwrap(), Some(ann));
     }
 
     pub(super) async fn api_keys_are_found_listed_and_revoked(s: Store) {

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::account::User;
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::decision::{Decision, DenyReason};
 use crate::denials::DenialBudget;
@@ -501,10 +502,23 @@ impl Engine {
 
     /// Creates a tenant on an existing plan.
     pub async fn create_tenant(&self, tenant: &Tenant) -> Result<(), Error> {
+        self.check_new_tenant(tenant).await?;
+        self.inner.records.insert_tenant(tenant).await
+    }
+
+    /// Creates a tenant on an existing plan together with its first user (a sign-up):
+    /// both or neither, so a sign-up refused for a taken e-mail leaves no tenant behind.
+    pub async fn create_account(&self, tenant: &Tenant, user: &User) -> Result<(), Error> {
+        self.check_new_tenant(tenant).await?;
+        self.inner.records.insert_account(tenant, user).await
+    }
+
+    /// Checks that a new tenant's plan exists and its overrides fit it.
+    async fn check_new_tenant(&self, tenant: &Tenant) -> Result<(), Error> {
         let plan =
             self.inner.records.plan(&tenant.plan).await?.ok_or_else(|| Error::UnknownPlan(tenant.plan.clone()))?;
         tenant.overrides.apply(&plan)?;
-        self.inner.records.insert_tenant(tenant).await
+        Ok(())
     }
 
     /// Changes a tenant; the change applies to its next call, and no counter is reset.

@@ -462,6 +462,24 @@ struct Catalog {
     audit_at: HashMap<String, Timestamp>,
 }
 
+impl Catalog {
+    /// Refuses a new tenant whose id is taken.
+    fn check_new_tenant(&self, tenant: &Tenant) -> Result<(), Error> {
+        if self.tenants.contains_key(&tenant.id) {
+            return Err(Error::AlreadyExists(format!("tenant {}", tenant.id)));
+        }
+        Ok(())
+    }
+
+    /// Refuses a new user whose id or e-mail is taken.
+    fn check_new_user(&self, user: &User) -> Result<(), Error> {
+        if self.users.contains_key(&user.id) || self.users.values().any(|u| u.email == user.email) {
+            return Err(Error::AlreadyExists(format!("user {}", user.email)));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Default)]
 struct TenantLedger {
     records: Vec<LedgerRecord>,
@@ -507,15 +525,19 @@ impl RecordStore for MemoryRecords {
     }
 
     async fn insert_tenant(&self, tenant: &Tenant) -> Result<(), Error> {
-        match self.catalog.lock().tenants.entry(tenant.id.clone()) {
-            std::collections::btree_map::Entry::Occupied(_) => {
-                Err(Error::AlreadyExists(format!("tenant {}", tenant.id)))
-            }
-            std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert(tenant.clone());
-                Ok(())
-            }
-        }
+        let mut catalog = self.catalog.lock();
+        catalog.check_new_tenant(tenant)?;
+        catalog.tenants.insert(tenant.id.clone(), tenant.clone());
+        Ok(())
+    }
+
+    async fn insert_account(&self, tenant: &Tenant, user: &User) -> Result<(), Error> {
+        let mut catalog = self.catalog.lock();
+        catalog.check_new_tenant(tenant)?;
+        catalog.check_new_user(user)?;
+        catalog.tenants.insert(tenant.id.clone(), tenant.clone());
+        catalog.users.insert(user.id.clone(), user.clone());
+        Ok(())
     }
 
     async fn update_tenant(&self, tenant: &Tenant) -> Result<(), Error> {
@@ -548,9 +570,7 @@ impl RecordStore for MemoryRecords {
 
     async fn insert_user(&self, user: &User) -> Result<(), Error> {
         let mut catalog = self.catalog.lock();
-        if catalog.users.contains_key(&user.id) || catalog.users.values().any(|u| u.email == user.email) {
-            return Err(Error::AlreadyExists(format!("user {}", user.email)));
-        }
+        catalog.check_new_user(user)?;
         catalog.users.insert(user.id.clone(), user.clone());
         Ok(())
     }

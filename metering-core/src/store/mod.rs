@@ -45,6 +45,9 @@ pub trait RecordStore: Send + Sync + 'static {
 
     /// Creates a tenant; [`Error::AlreadyExists`] if the id is taken.
     async fn insert_tenant(&self, tenant: &Tenant) -> Result<(), Error>;
+    /// Creates a tenant and its first user together, both or neither (a sign-up);
+    /// [`Error::AlreadyExists`] if the tenant's id or the user's id or e-mail is taken.
+    async fn insert_account(&self, tenant: &Tenant, user: &User) -> Result<(), Error>;
     /// Replaces a tenant; [`Error::UnknownTenant`] if it does not exist.
     async fn update_tenant(&self, tenant: &Tenant) -> Result<(), Error>;
     /// A tenant by id.

@@ -567,6 +567,54 @@ fn prepare_spare(share: &JournalShare) {
     }
 }
 
+/// Inserts a tenant row; [`Error::AlreadyExists`] if its id is taken.
+fn insert_tenant_row(c: &Connection, t: &Tenant, overrides: &str) -> Result<(), Error> {
+    let inserted = c
+        .prepare_cached(&format!(
+            "INSERT INTO tenants ({TENANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING"
+        ))
+        .and_then(|mut s| {
+            s.execute(params![
+                t.id.as_str(),
+                t.name,
+                t.plan.as_str(),
+                t.region,
+                status_name(t.status),
+                u8::from(t.billing_anchor),
+                overrides,
+                t.created_at.as_micros(),
+            ])
+        })
+        .map_err(db)?;
+    if inserted == 0 {
+        return Err(Error::AlreadyExists(format!("tenant {}", t.id)));
+    }
+    Ok(())
+}
+
+/// Inserts a user row; [`Error::AlreadyExists`] if its id or e-mail is taken.
+fn insert_user_row(c: &Connection, u: &User) -> Result<(), Error> {
+    let inserted = c
+        .prepare_cached(&format!(
+            "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING"
+        ))
+        .and_then(|mut s| {
+            s.execute(params![
+                u.id,
+                u.tenant_id.as_str(),
+                u.email,
+                u.password_hash,
+                u.role.as_str(),
+                u.created_at.as_micros()
+            ])
+        })
+        .map_err(db)?;
+    if inserted == 0 {
+        return Err(Error::AlreadyExists(format!("user {}", u.email)));
+    }
+    Ok(())
+}
+
 /// Inserts the sealed segments' records (and, with `with_active`, the active segment's
 /// not yet indexed) into the ledger table in one transaction, then drops them from what
 /// the journal waits for.
@@ -1007,28 +1055,17 @@ impl RecordStore for SqliteRecords {
     async fn insert_tenant(&self, tenant: &Tenant) -> Result<(), Error> {
         let t = tenant.clone();
         let overrides = to_json(&t.overrides, "tenant overrides")?;
+        self.write(move |c| insert_tenant_row(c, &t, &overrides)).await
+    }
+
+    async fn insert_account(&self, tenant: &Tenant, user: &User) -> Result<(), Error> {
+        let (t, u) = (tenant.clone(), user.clone());
+        let overrides = to_json(&t.overrides, "tenant overrides")?;
         self.write(move |c| {
-            let inserted = c
-                .prepare_cached(&format!(
-                    "INSERT INTO tenants ({TENANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING"
-                ))
-                .and_then(|mut s| {
-                    s.execute(params![
-                        t.id.as_str(),
-                        t.name,
-                        t.plan.as_str(),
-                        t.region,
-                        status_name(t.status),
-                        u8::from(t.billing_anchor),
-                        overrides,
-                        t.created_at.as_micros(),
-                    ])
-                })
-                .map_err(db)?;
-            if inserted == 0 {
-                return Err(Error::AlreadyExists(format!("tenant {}", t.id)));
-            }
-            Ok(())
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            insert_tenant_row(&tx, &t, &overrides)?;
+            insert_user_row(&tx, &u)?;
+            tx.commit().map_err(db)
         })
         .await
     }
@@ -1088,28 +1125,7 @@ impl RecordStore for SqliteRecords {
 
     async fn insert_user(&self, user: &User) -> Result<(), Error> {
         let u = user.clone();
-        self.write(move |c| {
-            let inserted = c
-                .prepare_cached(&format!(
-                    "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING"
-                ))
-                .and_then(|mut s| {
-                    s.execute(params![
-                        u.id,
-                        u.tenant_id.as_str(),
-                        u.email,
-                        u.password_hash,
-                        u.role.as_str(),
-                        u.created_at.as_micros()
-                    ])
-                })
-                .map_err(db)?;
-            if inserted == 0 {
-                return Err(Error::AlreadyExists(format!("user {}", u.email)));
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |c| insert_user_row(c, &u)).await
     }
 
     async fn update_user(&self, user: &User) -> Result<(), Error> {

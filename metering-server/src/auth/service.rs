@@ -294,18 +294,13 @@ impl AuthService {
             role: Role::User,
             created_at: now,
         };
-        // The user first: of two sign-ups racing for one e-mail, the loser stops here and
-        // leaves nothing behind. The tenant's id is fresh, so its creation cannot collide.
-        match records.insert_user(&user).await {
+        let mut tenant = Tenant::new(tenant_id.clone(), plan.clone(), now);
+        tenant.name = name;
+        // Both or neither: of sign-ups racing for one e-mail, the losers leave nothing.
+        match self.engine.create_account(&tenant, &user).await {
             Ok(()) => {}
             Err(metering_core::Error::AlreadyExists(_)) => return Err(email_taken()),
             Err(e) => return Err(e.into()),
-        }
-        let mut tenant = Tenant::new(tenant_id.clone(), plan.clone(), now);
-        tenant.name = name;
-        if let Err(e) = self.engine.create_tenant(&tenant).await {
-            tracing::error!(user = %user.id, tenant = %tenant_id, error = %e, "sign-up stored its user but not its tenant");
-            return Err(e.into());
         }
         tracing::info!(tenant = %tenant_id, user = %user.id, plan = plan.as_str(), "signed up");
         let pair = self.issue_tokens(&user).await?;
