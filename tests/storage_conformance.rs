@@ -85,6 +85,7 @@ macro_rules! conformance {
             append_writes_each_key_once_and_returns_the_stored_twin,
             records_apply_every_filter_newest_first,
             records_page_with_the_cursor,
+            records_page_through_ids_shared_by_tenants,
             records_are_capped_per_page,
             usage_totals_count_only_counted_records_on_either_basis,
             prune_deletes_records_older_than_the_cut,
@@ -138,7 +139,7 @@ mod checks {
     use metering::core::decision::{Decision, DenyReason, WindowStatus};
     use metering::core::event::{EventId, Method, TimeBounds, UsageEvent};
     use metering::core::ledger::{
-        Appended, Grant, GroupBy, LedgerQuery, LedgerRecord, TimeBasis, UsageGroup, UsageTotals,
+        Appended, Grant, GroupBy, LedgerCursor, LedgerQuery, LedgerRecord, TimeBasis, UsageGroup, UsageTotals,
     };
     use metering::core::plan::{Limit, Per, Plan, PlanId, PremiumAccess};
     use metering::core::pricing::PricingRule;
@@ -278,7 +279,7 @@ mod checks {
     /// `all` filtered by `keep`, newest first by `(timestamp, event_id)`, at most `limit`.
     fn expected(all: &[LedgerRecord], keep: impl Fn(&LedgerRecord) -> bool, limit: usize) -> Vec<LedgerRecord> {
         let mut v: Vec<LedgerRecord> = all.iter().filter(|r| keep(r)).cloned().collect();
-        v.sort_by(|a, b| (b.event.timestamp, &b.event.event_id).cmp(&(a.event.timestamp, &a.event.event_id)));
+        v.sort_by(|a, b| b.listing_key().cmp(&a.listing_key()));
         v.truncate(limit);
         v
     }
@@ -578,15 +579,38 @@ mod checks {
                 let page = s.records(&query).await.unwrap();
                 assert!(page.len() <= 6);
                 let Some(last) = page.last() else { break };
-                before = Some((last.event.timestamp, last.event.event_id.clone()));
+                before = Some(LedgerCursor::after(last));
                 got.extend(page);
             }
             assert_eq!(got, want, "pages of {tenant:?} join up to the whole listing, newest first, once each");
         }
-        let cut = (t(6), eid("ev-20"));
+        let cut = LedgerCursor { at: t(6), event_id: eid("ev-20"), tenant: tid("acme") };
         let query = LedgerQuery { before: Some(cut.clone()), limit: 1_000, ..Default::default() };
-        let want = expected(&all, |r| (r.event.timestamp, &r.event.event_id) < (cut.0, &cut.1), usize::MAX);
+        let want = expected(&all, |r| cut.passes(r), usize::MAX);
         assert_eq!(s.records(&query).await.unwrap(), want, "a cursor that is not a stored record");
+    }
+
+    pub(super) async fn records_page_through_ids_shared_by_tenants(s: Store) {
+        // Callers choose their own ids, so two tenants can report the same id at the same
+        // instant; a page boundary between them must lose neither.
+        let all: Vec<LedgerRecord> = ["acme", "beta", "gamma"]
+            .into_iter()
+            .flat_map(|tenant| [Rec::new(tenant, "req-1", 5).build(), Rec::new(tenant, "req-2", 5).build()])
+            .collect();
+        append_all(&s, &all, 6).await;
+        for tenant in [None, Some(tid("beta"))] {
+            let want = expected(&all, |r| tenant.as_ref().is_none_or(|t| *t == r.event.tenant_id), usize::MAX);
+            let mut got = Vec::new();
+            let mut before = None;
+            for _ in 0..=all.len() {
+                let query =
+                    LedgerQuery { tenant: tenant.clone(), before: before.clone(), limit: 1, ..Default::default() };
+                let Some(last) = s.records(&query).await.unwrap().pop() else { break };
+                before = Some(LedgerCursor::after(&last));
+                got.push(last);
+            }
+            assert_eq!(got, want, "{tenant:?}: one record a page, each once");
+        }
     }
 
     pub(super) async fn records_are_capped_per_page(s: Store) {
@@ -808,7 +832,11 @@ mod checks {
             LedgerQuery { tenant: Some(tid("acme")), from: Some(t(3)), to: Some(t(9)), ..q() },
             LedgerQuery { service: Some("notes".into()), method: Some(Method::Get), ..q() },
             LedgerQuery { endpoint: Some("/search".into()), from: Some(t(-43_200)), ..q() },
-            LedgerQuery { before: Some((t(5), eid("ev-10"))), limit: 1, ..q() },
+            LedgerQuery {
+                before: Some(LedgerCursor { at: t(5), event_id: eid("ev-10"), tenant: tid("acme") }),
+                limit: 1,
+                ..q()
+            },
             LedgerQuery { tenant: Some(tid("nobody")), ..q() },
         ];
         let every =

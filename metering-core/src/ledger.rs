@@ -56,6 +56,42 @@ pub struct UsageTotals {
     pub credits: u64,
 }
 
+impl LedgerRecord {
+    /// The record's place in a ledger listing, which runs newest first, that is by this key
+    /// descending: event time, then event id, then tenant (an id is unique only within
+    /// its tenant).
+    pub fn listing_key(&self) -> (Timestamp, &EventId, &TenantId) {
+        (self.event.timestamp, &self.event.event_id, &self.event.tenant_id)
+    }
+}
+
+/// Where a ledger listing resumes: just past the last record seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerCursor {
+    /// The event time of the last record seen.
+    pub at: Timestamp,
+    /// Its event id.
+    pub event_id: EventId,
+    /// Its tenant.
+    pub tenant: TenantId,
+}
+
+impl LedgerCursor {
+    /// The cursor just past `record`.
+    pub fn after(record: &LedgerRecord) -> Self {
+        LedgerCursor {
+            at: record.event.timestamp,
+            event_id: record.event.event_id.clone(),
+            tenant: record.event.tenant_id.clone(),
+        }
+    }
+
+    /// Whether `record` comes after the cursor in a listing (its key is lower).
+    pub fn passes(&self, record: &LedgerRecord) -> bool {
+        record.listing_key() < (self.at, &self.event_id, &self.tenant)
+    }
+}
+
 /// Filters for reading the ledger, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerQuery {
@@ -71,8 +107,8 @@ pub struct LedgerQuery {
     pub from: Option<Timestamp>,
     /// Event timestamps before this.
     pub to: Option<Timestamp>,
-    /// Resume after this record, as `(timestamp, event_id)` of the last one seen.
-    pub before: Option<(Timestamp, EventId)>,
+    /// Resume just past the last record seen.
+    pub before: Option<LedgerCursor>,
     /// The most records to return (capped at 1,000).
     pub limit: usize,
 }
@@ -105,7 +141,7 @@ impl LedgerQuery {
             && self.method.is_none_or(|m| m == e.method)
             && self.from.is_none_or(|f| e.timestamp >= f)
             && self.to.is_none_or(|t| e.timestamp < t)
-            && self.before.as_ref().is_none_or(|(ts, id)| (e.timestamp, &e.event_id) < (*ts, id))
+            && self.before.as_ref().is_none_or(|c| c.passes(r))
     }
 }
 

@@ -52,7 +52,7 @@ pub use decision::{Decision, DenyReason, WindowStatus};
 pub use engine::{Balance, Engine, EngineBuilder, Outcome, Ticket};
 pub use error::{Error, FieldError, FieldProblem, PlanError};
 pub use event::{Event, EventId, Method, TimeBounds, UsageEvent};
-pub use ledger::{GroupBy, LedgerQuery, LedgerRecord, UsageGroup};
+pub use ledger::{GroupBy, LedgerCursor, LedgerQuery, LedgerRecord, UsageGroup};
 pub use plan::{Limit, Per, Plan, PlanId, PremiumAccess};
 pub use policy::Policy;
 pub use pricing::PricingRule;

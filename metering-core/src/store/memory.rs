@@ -724,7 +724,7 @@ impl RecordStore for MemoryRecords {
                 found.extend(ledger.records.iter().filter(|r| query.matches(r)).cloned());
             }
         }
-        found.sort_by(|a, b| (b.event.timestamp, &b.event.event_id).cmp(&(a.event.timestamp, &a.event.event_id)));
+        found.sort_by(|a, b| b.listing_key().cmp(&a.listing_key()));
         found.truncate(query.limit.min(LedgerQuery::MAX_LIMIT));
         Ok(found)
     }

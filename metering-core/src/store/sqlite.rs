@@ -934,12 +934,15 @@ fn records_sql(q: &LedgerQuery) -> (String, Vec<Value>) {
     let mut sql = String::from(concat!("SELECT ", record_columns!(), " FROM ledger WHERE 1 = 1"));
     let mut args = Vec::new();
     push_filters(q, &mut sql, &mut args);
-    if let Some((ts, id)) = &q.before {
-        sql.push_str(" AND (ts, event_id) < (?, ?)");
-        args.push(Value::Integer(ts.as_micros()));
-        args.push(Value::Text(id.as_str().to_owned()));
+    if let Some(c) = &q.before {
+        sql.push_str(" AND (ts, event_id, tenant_id) < (?, ?, ?)");
+        args.push(Value::Integer(c.at.as_micros()));
+        args.push(Value::Text(c.event_id.as_str().to_owned()));
+        args.push(Value::Text(c.tenant.as_str().to_owned()));
     }
-    sql.push_str(" ORDER BY ts DESC, event_id DESC LIMIT ?");
+    // One tenant's listing follows its index; across tenants, only records sharing an
+    // event time and id are sorted by tenant.
+    sql.push_str(" ORDER BY ts DESC, event_id DESC, tenant_id DESC LIMIT ?");
     args.push(Value::Integer(limit(q.limit.min(LedgerQuery::MAX_LIMIT))));
     (sql, args)
 }
@@ -1440,6 +1443,7 @@ mod tests {
 
     use super::*;
     use crate::event::Method;
+    use crate::ledger::LedgerCursor;
     use crate::ledger::sample_record as ledger_record;
 
     /// What SQLite plans for `sql`, one line per step.
@@ -1493,8 +1497,12 @@ mod tests {
     }
 
     #[test]
-    fn listings_follow_an_index_without_sorting() {
-        let before = Some((Timestamp::EPOCH, EventId::new("e").unwrap()));
+    fn listings_follow_an_index_sorting_at_most_ties() {
+        let before = Some(LedgerCursor {
+            at: Timestamp::EPOCH,
+            event_id: EventId::new("e").unwrap(),
+            tenant: TenantId::new("t").unwrap(),
+        });
         let cases = [
             (
                 LedgerQuery { tenant: Some(TenantId::new("t").unwrap()), before: before.clone(), ..Default::default() },
@@ -1512,7 +1520,8 @@ mod tests {
             ),
             (
                 LedgerQuery { service: Some("s".into()), before, ..Default::default() },
-                "SEARCH ledger USING INDEX ledger_time ((ts,event_id)<(?,?))",
+                "SEARCH ledger USING INDEX ledger_time ((ts,event_id)<(?,?)) | \
+                 USE TEMP B-TREE FOR LAST TERM OF ORDER BY",
             ),
         ];
         for (query, plan) in cases {
@@ -1529,7 +1538,11 @@ mod tests {
             tenant: Some(TenantId::new("t").unwrap()),
             from: Some(Timestamp::EPOCH),
             to: Some(Timestamp::EPOCH),
-            before: Some((Timestamp::EPOCH, EventId::new("ignored").unwrap())),
+            before: Some(LedgerCursor {
+                at: Timestamp::EPOCH,
+                event_id: EventId::new("ignored").unwrap(),
+                tenant: TenantId::new("t").unwrap(),
+            }),
             limit: 1,
             ..Default::default()
         };

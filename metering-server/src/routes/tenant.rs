@@ -11,7 +11,8 @@ use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use chrono::DateTime;
 use metering_core::{
-    Balance, EventId, GroupBy, LedgerQuery, LedgerRecord, Method, Tenant, TenantId, TenantStatus, Timestamp, UsageGroup,
+    Balance, EventId, GroupBy, LedgerCursor, LedgerQuery, LedgerRecord, Method, Tenant, TenantId, TenantStatus,
+    Timestamp, UsageGroup,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -277,9 +278,10 @@ pub(crate) fn time_range(
     Ok((from, to))
 }
 
-/// The opaque cursor after a record: hex of `"<timestamp micros>:<event_id>"`.
-fn encode_cursor(at: Timestamp, event_id: &EventId) -> String {
-    let text = format!("{}:{}", at.as_micros(), event_id.as_str());
+/// The opaque cursor after a record: hex of `"<timestamp micros>:<tenant>/<event_id>"` (a
+/// tenant id holds no `/`).
+fn encode_cursor(c: &LedgerCursor) -> String {
+    let text = format!("{}:{}/{}", c.at.as_micros(), c.tenant.as_str(), c.event_id.as_str());
     let mut out = String::with_capacity(text.len() * 2);
     for b in text.bytes() {
         out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
@@ -288,7 +290,7 @@ fn encode_cursor(at: Timestamp, event_id: &EventId) -> String {
     out
 }
 
-fn decode_cursor(cursor: &str) -> Result<(Timestamp, EventId), ApiError> {
+fn decode_cursor(cursor: &str) -> Result<LedgerCursor, ApiError> {
     let bad = || ApiError::invalid("cursor", "not a cursor this server gave out");
     if cursor.is_empty() || !cursor.len().is_multiple_of(2) || cursor.len() > 512 {
         return Err(bad());
@@ -299,10 +301,13 @@ fn decode_cursor(cursor: &str) -> Result<(Timestamp, EventId), ApiError> {
         .collect::<Option<Vec<u8>>>()
         .ok_or_else(bad)?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let (micros, id) = text.split_once(':').ok_or_else(bad)?;
-    let micros: i64 = micros.parse().map_err(|_| bad())?;
-    let id = EventId::new(id).map_err(|_| bad())?;
-    Ok((Timestamp::from_micros(micros), id))
+    let (micros, rest) = text.split_once(':').ok_or_else(bad)?;
+    let (tenant, id) = rest.split_once('/').ok_or_else(bad)?;
+    Ok(LedgerCursor {
+        at: Timestamp::from_micros(micros.parse().map_err(|_| bad())?),
+        event_id: EventId::new(id).map_err(|_| bad())?,
+        tenant: TenantId::new(tenant).map_err(|_| bad())?,
+    })
 }
 
 /// One recorded call.
@@ -371,7 +376,7 @@ pub(crate) async fn usage_page(state: &AppState, query: LedgerQuery) -> Result<U
     let limit = query.limit;
     let records = state.engine.records().records(&query).await?;
     let next_cursor = match records.last() {
-        Some(last) if records.len() >= limit => Some(encode_cursor(last.event.timestamp, &last.event.event_id)),
+        Some(last) if records.len() >= limit => Some(encode_cursor(&LedgerCursor::after(last))),
         _ => None,
     };
     Ok(UsagePage { items: records.into_iter().map(UsageItem::from).collect(), next_cursor })
@@ -485,10 +490,14 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_bad_ones_name_the_field() {
-        let id = EventId::new("evt-1:x").unwrap();
-        let c = encode_cursor(Timestamp::from_micros(1_700_000_000_123_456), &id);
-        assert_eq!(decode_cursor(&c).unwrap(), (Timestamp::from_micros(1_700_000_000_123_456), id));
-        for bad in ["", "zz", "abc", "00", &"61".repeat(300)] {
+        let cursor = LedgerCursor {
+            at: Timestamp::from_micros(1_700_000_000_123_456),
+            event_id: EventId::new("evt-1:x/y").unwrap(),
+            tenant: TenantId::new("acme:eu").unwrap(),
+        };
+        assert_eq!(decode_cursor(&encode_cursor(&cursor)).unwrap(), cursor);
+        let no_tenant = "1700000000123456:evt-1".bytes().map(|b| format!("{b:02x}")).collect::<String>();
+        for bad in ["", "zz", "abc", "00", &"61".repeat(300), &no_tenant] {
             assert_eq!(decode_cursor(bad).unwrap_err().field.as_deref(), Some("cursor"), "{bad}");
         }
     }
