@@ -573,23 +573,27 @@ fn insert_tenant_row(c: &Connection, t: &Tenant, overrides: &str) -> Result<(), 
         .prepare_cached(&format!(
             "INSERT INTO tenants ({TENANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING"
         ))
-        .and_then(|mut s| {
-            s.execute(params![
-                t.id.as_str(),
-                t.name,
-                t.plan.as_str(),
-                t.region,
-                status_name(t.status),
-                u8::from(t.billing_anchor),
-                overrides,
-                t.created_at.as_micros(),
-            ])
-        })
+        .and_then(|mut s| s.execute(params_from_iter(tenant_values(t, overrides))))
         .map_err(db)?;
     if inserted == 0 {
         return Err(Error::AlreadyExists(format!("tenant {}", t.id)));
     }
     Ok(())
+}
+
+/// A tenant's columns, in the order of [`TENANT_COLUMNS`] (`?1` to `?8` of its insert and
+/// update).
+fn tenant_values(t: &Tenant, overrides: &str) -> [Value; 8] {
+    [
+        Value::Text(t.id.as_str().to_owned()),
+        Value::Text(t.name.clone()),
+        Value::Text(t.plan.as_str().to_owned()),
+        t.region.clone().map_or(Value::Null, Value::Text),
+        Value::Text(status_name(t.status).to_owned()),
+        Value::Integer(u8::from(t.billing_anchor).into()),
+        Value::Text(overrides.to_owned()),
+        Value::Integer(t.created_at.as_micros()),
+    ]
 }
 
 /// Inserts a user row; [`Error::AlreadyExists`] if its id or e-mail is taken.
@@ -1082,18 +1086,7 @@ impl RecordStore for SqliteRecords {
                     "UPDATE tenants SET name = ?2, plan_id = ?3, region = ?4, status = ?5, billing_anchor = ?6, \
                      overrides = ?7, created_at = ?8 WHERE id = ?1",
                 )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        t.id.as_str(),
-                        t.name,
-                        t.plan.as_str(),
-                        t.region,
-                        status_name(t.status),
-                        u8::from(t.billing_anchor),
-                        overrides,
-                        t.created_at.as_micros(),
-                    ])
-                })
+                .and_then(|mut s| s.execute(params_from_iter(tenant_values(&t, &overrides))))
                 .map_err(db)?;
             if updated == 0 {
                 return Err(Error::UnknownTenant(t.id));
