@@ -566,22 +566,29 @@ mod checks {
         assert_eq!(s.records(&LedgerQuery { limit: 0, ..q() }).await.unwrap(), Vec::new());
     }
 
+    /// Every record of `tenant` (or of all), read `per_page` at a time from the cursor of
+    /// each page's last record, until a page comes back empty (at most `pages` pages).
+    async fn page_through(s: &Store, tenant: Option<TenantId>, per_page: usize, pages: usize) -> Vec<LedgerRecord> {
+        let mut got = Vec::new();
+        let mut before = None;
+        for _ in 0..pages {
+            let query =
+                LedgerQuery { tenant: tenant.clone(), before: before.clone(), limit: per_page, ..Default::default() };
+            let page = s.records(&query).await.unwrap();
+            assert!(page.len() <= per_page);
+            let Some(last) = page.last() else { break };
+            before = Some(LedgerCursor::after(last));
+            got.extend(page);
+        }
+        got
+    }
+
     pub(super) async fn records_page_with_the_cursor(s: Store) {
         let all = mixed_ledger();
         append_all(&s, &all, 11).await;
         for tenant in [None, Some(tid("acme"))] {
             let want = expected(&all, |r| tenant.as_ref().is_none_or(|t| *t == r.event.tenant_id), usize::MAX);
-            let mut got = Vec::new();
-            let mut before = None;
-            for _ in 0..=want.len() {
-                let query =
-                    LedgerQuery { tenant: tenant.clone(), before: before.clone(), limit: 6, ..Default::default() };
-                let page = s.records(&query).await.unwrap();
-                assert!(page.len() <= 6);
-                let Some(last) = page.last() else { break };
-                before = Some(LedgerCursor::after(last));
-                got.extend(page);
-            }
+            let got = page_through(&s, tenant.clone(), 6, want.len() + 1).await;
             assert_eq!(got, want, "pages of {tenant:?} join up to the whole listing, newest first, once each");
         }
         let cut = LedgerCursor { at: t(6), event_id: eid("ev-20"), tenant: tid("acme") };
@@ -600,15 +607,7 @@ mod checks {
         append_all(&s, &all, 6).await;
         for tenant in [None, Some(tid("beta"))] {
             let want = expected(&all, |r| tenant.as_ref().is_none_or(|t| *t == r.event.tenant_id), usize::MAX);
-            let mut got = Vec::new();
-            let mut before = None;
-            for _ in 0..=all.len() {
-                let query =
-                    LedgerQuery { tenant: tenant.clone(), before: before.clone(), limit: 1, ..Default::default() };
-                let Some(last) = s.records(&query).await.unwrap().pop() else { break };
-                before = Some(LedgerCursor::after(&last));
-                got.push(last);
-            }
+            let got = page_through(&s, tenant.clone(), 1, all.len() + 1).await;
             assert_eq!(got, want, "{tenant:?}: one record a page, each once");
         }
     }

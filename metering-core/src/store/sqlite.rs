@@ -1448,10 +1448,32 @@ mod tests {
         rows.map(Result::unwrap).collect::<Vec<_>>().join(" | ")
     }
 
-    fn temp_file(name: &str) -> PathBuf {
+    /// A database path in the temp dir; the file, its WAL and its journal go when it drops
+    /// (declared first in a test, it drops after the stores that use it).
+    struct TempDb(PathBuf);
+
+    impl std::ops::Deref for TempDb {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl AsRef<Path> for TempDb {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            remove(&self.0);
+        }
+    }
+
+    fn temp_file(name: &str) -> TempDb {
         let path = std::env::temp_dir().join(format!("metering-core-{}-{name}.db", std::process::id()));
-        remove(&path);
-        path
+        TempDb(path)
     }
 
     /// The ledger journal's files next to the database at `path`.
@@ -1588,7 +1610,6 @@ mod tests {
         let c = Connection::open(&path).unwrap();
         let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
-        remove(&path);
     }
 
     #[test]
@@ -1598,7 +1619,6 @@ mod tests {
         Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
         let Err(Error::Corrupt(message)) = SqliteRecords::open(&path) else { panic!("a newer schema was opened") };
         assert!(message.contains("99"), "{message}");
-        remove(&path);
 
         let path = temp_file("garbage");
         std::fs::write(&path, vec![0x5a; 8192]).unwrap();
@@ -1608,7 +1628,6 @@ mod tests {
             Ok(_) => panic!("a garbage file was opened"),
         };
         assert!(!message.contains("PRAGMA") && !message.contains("SELECT"), "{message}");
-        remove(&path);
     }
 
     #[test]
@@ -1620,7 +1639,6 @@ mod tests {
         let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         let mode: String = c.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
         assert_eq!((version, mode.as_str()), (MIGRATIONS.len() as i64, "wal"));
-        remove(&path);
     }
 
     async fn ids(store: &SqliteRecords) -> Vec<String> {
@@ -1648,8 +1666,6 @@ mod tests {
         assert_eq!(ids(&store).await, ["a", "b"]);
         let again = store.append(vec![ledger_record("acme", "a", 1)]).await.unwrap();
         assert!(matches!(&again[..], [Appended::Duplicate(r)] if r.event.event_id.as_str() == "a"));
-        drop(store);
-        remove(&path);
     }
 
     #[tokio::test]
@@ -1666,8 +1682,6 @@ mod tests {
         }
         let store = SqliteRecords::open(&path).unwrap();
         assert_eq!(ids(&store).await, ["b1", "b2", "s1"]);
-        drop(store);
-        remove(&path);
     }
 
     #[tokio::test]
@@ -1688,8 +1702,6 @@ mod tests {
         sent_back.event.event_id = EventId::new(record.event.event_id.as_str()).unwrap();
         let indexed = store.append(vec![sent_back]).await.unwrap();
         assert_eq!(indexed, vec![Appended::Duplicate(Box::new(record))], "a caller sending the key back");
-        drop(store);
-        remove(&path);
     }
 
     #[tokio::test]
@@ -1713,8 +1725,6 @@ mod tests {
         assert_eq!(all.len(), 21);
         assert_eq!(all.last().map(String::as_str), Some("r19"));
         assert!(all.contains(&"late".to_owned()));
-        drop(store);
-        remove(&path);
     }
 
     #[tokio::test]
@@ -1730,8 +1740,6 @@ mod tests {
         let indexed = store.append(vec![ledger_record("acme", "k", 7), ledger_record("beta", "k", 1)]).await.unwrap();
         assert_eq!(indexed, vec![Appended::Duplicate(Box::new(first)), Appended::Inserted]);
         assert_eq!(store.records(&LedgerQuery::default()).await.unwrap().len(), 2);
-        drop(store);
-        remove(&path);
     }
 
     #[tokio::test]
@@ -1764,8 +1772,6 @@ mod tests {
             .filter(|f| std::fs::read(f).unwrap().iter().any(|&b| b != 0))
             .collect();
         assert_eq!(written.len(), 1, "{written:?}");
-        drop(store);
-        remove(&path);
     }
 
     #[tokio::test]
@@ -1780,8 +1786,6 @@ mod tests {
         assert_eq!(ids(&second).await, ["from-owner", "from-second"], "the owner's read indexed its journal");
         let taken = second.append(vec![ledger_record("acme", "from-owner", 1)]).await.unwrap();
         assert!(matches!(&taken[..], [Appended::Duplicate(_)]));
-        drop((owner, second));
-        remove(&path);
     }
 
     #[tokio::test]
@@ -1811,9 +1815,11 @@ mod tests {
         drop(writer);
         assert!(matches!(&blocked.await.unwrap().unwrap()[..], [Appended::Inserted]));
         assert!(waiting() < MAX_WAITING, "the indexer caught up first: {}", waiting());
+        for key in ["e-1".to_owned(), format!("e-{n}"), "one-more".to_owned()] {
+            let again = store.append(vec![ledger_record("acme", &key, 1)]).await.unwrap();
+            assert!(matches!(&again[..], [Appended::Duplicate(_)]), "{key}: indexed or waiting, still taken");
+        }
         store.flush().await.unwrap();
-        drop(store);
-        remove(&path);
     }
 
     #[tokio::test]
@@ -1831,8 +1837,6 @@ mod tests {
         }
         assert_eq!(ids(&second).await, ["quiet"]);
         assert_eq!(owner.journal.as_ref().unwrap().waiting.load(Ordering::SeqCst), 0);
-        drop((owner, second));
-        remove(&path);
     }
 
     #[test]
