@@ -602,21 +602,25 @@ fn insert_user_row(c: &Connection, u: &User) -> Result<(), Error> {
         .prepare_cached(&format!(
             "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING"
         ))
-        .and_then(|mut s| {
-            s.execute(params![
-                u.id,
-                u.tenant_id.as_str(),
-                u.email,
-                u.password_hash,
-                u.role.as_str(),
-                u.created_at.as_micros()
-            ])
-        })
+        .and_then(|mut s| s.execute(params_from_iter(user_values(u))))
         .map_err(db)?;
     if inserted == 0 {
         return Err(Error::AlreadyExists(format!("user {}", u.email)));
     }
     Ok(())
+}
+
+/// A user's columns, in the order of [`USER_COLUMNS`] (`?1` to `?6` of its insert and
+/// update).
+fn user_values(u: &User) -> [Value; 6] {
+    [
+        Value::Text(u.id.clone()),
+        Value::Text(u.tenant_id.as_str().to_owned()),
+        Value::Text(u.email.clone()),
+        Value::Text(u.password_hash.clone()),
+        Value::Text(u.role.as_str().to_owned()),
+        Value::Integer(u.created_at.as_micros()),
+    ]
 }
 
 /// Inserts the sealed segments' records (and, with `with_active`, the active segment's
@@ -1132,16 +1136,7 @@ impl RecordStore for SqliteRecords {
                     "UPDATE users SET tenant_id = ?2, email = ?3, password_hash = ?4, role = ?5, created_at = ?6 \
                      WHERE id = ?1",
                 )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        u.id,
-                        u.tenant_id.as_str(),
-                        u.email,
-                        u.password_hash,
-                        u.role.as_str(),
-                        u.created_at.as_micros()
-                    ])
-                });
+                .and_then(|mut s| s.execute(params_from_iter(user_values(&u))));
             match updated {
                 Ok(0) => Err(Error::AlreadyExists(format!("no user {}", u.id))),
                 Ok(_) => Ok(()),
