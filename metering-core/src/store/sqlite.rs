@@ -111,6 +111,7 @@ use crate::store::RecordStore;
 use crate::tenant::{BillingAnchor, Tenant, TenantId, TenantStatus};
 
 mod journal;
+mod record_codec;
 
 use journal::{Journal, SEGMENT_RECORDS};
 

@@ -11,7 +11,7 @@
 //!
 //! A segment file, `<database file>-ledger-<number>`, is a run of frames: the payload's
 //! length (u32, little-endian), its CRC-32 (u32, little-endian), and the payload, one
-//! [`LedgerRecord`] as JSON. Replay stops at the first frame that is cut short or fails
+//! [`LedgerRecord`] (see [`record_codec`](super::record_codec)). Replay stops at the first frame that is cut short or fails
 //! its checksum: only a write that was never acknowledged can end a segment that way.
 //!
 //! Segments are made ahead of time, filled with zeros and synced (a zero length ends
@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use rusqlite::Connection;
 
-use super::{SELECT_RECORD, decode_record, first};
+use super::{SELECT_RECORD, decode_record, first, record_codec};
 use crate::error::Error;
 use crate::event::EventId;
 use crate::ledger::{Appended, LedgerRecord};
@@ -247,7 +247,7 @@ impl Journal {
         if fresh.is_empty() {
             return Ok(outcomes);
         }
-        let mut frames = Vec::with_capacity(fresh.len() * 512);
+        let mut frames = Vec::with_capacity(fresh.len() * 256);
         for record in &fresh {
             encode_frame(record, &mut frames)?;
         }
@@ -420,7 +420,7 @@ fn io(what: &str, e: &std::io::Error) -> Error {
 fn encode_frame(record: &LedgerRecord, out: &mut Vec<u8>) -> Result<(), Error> {
     let start = out.len();
     out.extend_from_slice(&[0; FRAME_HEADER]);
-    serde_json::to_writer(&mut *out, record).map_err(|_| Error::Corrupt("a ledger record cannot be encoded".into()))?;
+    record_codec::encode(record, out)?;
     let payload = &out[start + FRAME_HEADER..];
     let len = u32::try_from(payload.len()).map_err(|_| Error::Corrupt("a ledger record is too large".into()))?;
     let crc = crc32fast::hash(payload);
@@ -446,9 +446,7 @@ fn decode_frames(bytes: &[u8]) -> Result<(Vec<LedgerRecord>, usize), Error> {
         if crc32fast::hash(payload) != crc {
             break;
         }
-        let record = serde_json::from_slice(payload)
-            .map_err(|_| Error::Corrupt("a ledger journal frame is not a ledger record".into()))?;
-        records.push(record);
+        records.push(record_codec::decode(payload)?);
         at += FRAME_HEADER + len;
     }
     Ok((records, at))
@@ -476,6 +474,17 @@ mod tests {
         let written = vec![record("a"), record("b"), record("c")];
         let bytes = frames(&written);
         assert_eq!(decode_frames(&bytes).unwrap(), (written, bytes.len()));
+    }
+
+    #[test]
+    fn a_segment_begun_in_json_by_an_earlier_version_replays_whole() {
+        let old = record("old");
+        let payload = serde_json::to_vec(&old).unwrap();
+        let mut bytes = (payload.len() as u32).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        bytes.extend_from_slice(&frames(&[record("new")]));
+        assert_eq!(decode_frames(&bytes).unwrap(), (vec![old, record("new")], bytes.len()));
     }
 
     #[test]
