@@ -17,7 +17,8 @@
 #
 # Settings (environment): DURATION (wrk -d, default 10s), ROUNDS (2), CONNECTIONS (32),
 # THREADS (wrk -t, 1), WARMUP (2s, not counted), TENANTS (100), PORT (3911; the baseline
-# uses PORT+1), SERVER_CPU (0), CLIENT_CPU (1), BUILD (1; 0 reuses the release binaries).
+# uses PORT+1), SERVER_CPU (0), CLIENT_CPU (1), BUILD (1; 0 reuses the release binaries),
+# SERVER_BIN and BASE_BIN (the binaries to run, to compare builds; default the release ones).
 #
 # Target: the server's requests/s at least 50% of the baseline's, and its p99 under 5 ms.
 # Loopback only; both servers are stopped and the data directory removed on exit. Needs
@@ -56,8 +57,8 @@ if [ "$(nproc)" -lt 2 ]; then
   pin_client=()
 fi
 
-server_bin=target/release/metering-server
-base_bin=target/release/examples/track_bench_baseline
+server_bin=${SERVER_BIN:-target/release/metering-server}
+base_bin=${BASE_BIN:-target/release/examples/track_bench_baseline}
 if [ "${BUILD:-1}" != 0 ]; then
   echo "== building (release)"
   cargo build --release -p metering-server --bin metering-server
