@@ -564,6 +564,16 @@ impl Engine {
         self.inner.hot.clear_login(key).await
     }
 
+    /// Refuses the access token with id `jti` from now until `until`, when it expires.
+    pub async fn revoke_token(&self, jti: &str, until: Timestamp) -> Result<(), Error> {
+        self.inner.hot.revoke_token(jti, self.now(), until).await
+    }
+
+    /// Whether the access token with id `jti` is revoked now.
+    pub async fn token_revoked(&self, jti: &str) -> Result<bool, Error> {
+        self.inner.hot.token_revoked(jti, self.now()).await
+    }
+
     /// Forgets every hot counter; they are rebuilt from the ledger on next use.
     pub async fn clear_hot(&self) -> Result<(), Error> {
         self.flush().await?;

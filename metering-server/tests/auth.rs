@@ -431,6 +431,26 @@ async fn logout_revokes_the_refresh_tokens() {
 }
 
 #[tokio::test]
+async fn logout_revokes_the_access_token_it_was_called_with() {
+    let srv = Server::start().await;
+    let first = s(&srv.signup("ada@example.com").await, "access_token");
+    let second = s(&srv.login("ada@example.com", PASSWORD).await.body, "access_token");
+    let me = |token: String| {
+        let srv = &srv;
+        async move { srv.call(Method::GET, "/api/me", Cred::Bearer(&token), None).await.status }
+    };
+    assert_eq!(me(second.clone()).await, StatusCode::OK, "cached as verified before the logout");
+    let a = srv.call(Method::POST, "/auth/logout", Cred::Bearer(&second), None).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    assert_eq!(me(second.clone()).await, StatusCode::UNAUTHORIZED);
+    let again = srv.call(Method::POST, "/auth/logout", Cred::Bearer(&second), None).await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(first).await, StatusCode::OK, "another session's token lives until it expires");
+    let third = s(&srv.login("ada@example.com", PASSWORD).await.body, "access_token");
+    assert_eq!(me(third).await, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn bad_access_tokens_are_refused() {
     let srv = Server::start().await;
     let body = srv.signup("ada@example.com").await;

@@ -1,6 +1,6 @@
 //! In-process backends: [`MemoryHot`] (hot counters) and [`MemoryRecords`] (records).
 //!
-//! Both are sharded by tenant (login counters, rarely written, share one lock) so that threads deciding for different tenants rarely meet
+//! Both are sharded by tenant (login counters and revoked tokens, rarely written, each share one lock) so that threads deciding for different tenants rarely meet
 //! on a lock, and no lock is ever held across an `.await`. Nothing survives the process.
 
 use std::collections::hash_map::Entry;
@@ -33,6 +33,10 @@ const KEPT_WINDOWS: usize = 4;
 /// The most login keys [`MemoryHot`] keeps (expired ones go first when full, then the oldest).
 const MAX_LOGINS: usize = 100_000;
 
+/// The most revoked tokens [`MemoryHot`] keeps (expired ones go first when full, then those
+/// closest to expiring).
+const MAX_REVOKED_TOKENS: usize = 1_000_000;
+
 type Map<K, V> = HashMap<K, V, RandomState>;
 
 type Shard<T> = Padded<Mutex<Map<TenantId, T>>>;
@@ -62,6 +66,7 @@ pub struct MemoryHot {
     max_remembered: usize,
     logins: Mutex<Logins>,
     max_logins: usize,
+    revoked: Mutex<RevokedTokens>,
 }
 
 impl MemoryHot {
@@ -79,6 +84,7 @@ impl MemoryHot {
             max_remembered: max.max(1),
             logins: Mutex::new(Logins::default()),
             max_logins: MAX_LOGINS,
+            revoked: Mutex::new(RevokedTokens { until: Map::default(), max: MAX_REVOKED_TOKENS }),
         }
     }
 }
@@ -330,6 +336,38 @@ impl Logins {
     }
 }
 
+/// Revoked access tokens by id, each with the instant it expires anyway.
+struct RevokedTokens {
+    until: Map<String, Timestamp>,
+    max: usize,
+}
+
+impl RevokedTokens {
+    fn revoke(&mut self, jti: &str, until: Timestamp, now: Timestamp) {
+        if !self.until.contains_key(jti) && self.until.len() >= self.max {
+            self.make_room(now);
+        }
+        let kept = self.until.entry(jti.to_owned()).or_insert(until);
+        *kept = (*kept).max(until);
+    }
+
+    fn is_revoked(&self, jti: &str, now: Timestamp) -> bool {
+        self.until.get(jti).is_some_and(|&until| until > now)
+    }
+
+    /// Drops expired entries, then, if still full, the tenth closest to expiring: those
+    /// tokens come back for what is left of their lifetime, the least harm a bound allows.
+    fn make_room(&mut self, now: Timestamp) {
+        self.until.retain(|_, until| *until > now);
+        if self.until.len() >= self.max {
+            let excess = self.until.len() + 1 - self.max * 9 / 10;
+            let mut ends: Vec<Timestamp> = self.until.values().copied().collect();
+            let (_, &mut last_dropped, _) = ends.select_nth_unstable(excess - 1);
+            self.until.retain(|_, until| *until > last_dropped);
+        }
+    }
+}
+
 /// A window a denied call did not use: what it allows now, not after the call.
 fn as_it_stands(check: &Check) -> WindowStatus {
     match *check {
@@ -403,6 +441,7 @@ impl HotStore for MemoryHot {
             shard.lock().clear();
         }
         self.logins.lock().keys.clear();
+        self.revoked.lock().until.clear();
         Ok(())
     }
 
@@ -422,6 +461,15 @@ impl HotStore for MemoryHot {
     async fn clear_login(&self, key: &str) -> Result<(), Error> {
         self.logins.lock().keys.remove(key);
         Ok(())
+    }
+
+    async fn revoke_token(&self, jti: &str, now: Timestamp, until: Timestamp) -> Result<(), Error> {
+        self.revoked.lock().revoke(jti, until, now);
+        Ok(())
+    }
+
+    async fn token_revoked(&self, jti: &str, now: Timestamp) -> Result<bool, Error> {
+        Ok(self.revoked.lock().is_revoked(jti, now))
     }
 }
 
@@ -879,6 +927,49 @@ mod tests {
         assert_eq!(hot.login_failed("ann@example.com", at(10), policy).await.unwrap(), guard(1, None));
         assert_eq!(hot.login_failed("ann@example.com", at(11), policy).await.unwrap(), guard(2, None));
         assert_eq!(hot.login_failed("ann@example.com", at(12), policy).await.unwrap(), guard(3, Some(at(13))));
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_is_refused_until_it_expires() {
+        let hot = MemoryHot::new();
+        hot.revoke_token("jti-1", at(0), at(15)).await.unwrap();
+        assert!(hot.token_revoked("jti-1", at(0)).await.unwrap());
+        assert!(hot.token_revoked("jti-1", at(14)).await.unwrap());
+        assert!(!hot.token_revoked("jti-1", at(15)).await.unwrap(), "expired: nothing left to refuse");
+        assert!(!hot.token_revoked("jti-2", at(0)).await.unwrap());
+        // Revoking again never shortens what is remembered.
+        hot.revoke_token("jti-1", at(1), at(5)).await.unwrap();
+        assert!(hot.token_revoked("jti-1", at(10)).await.unwrap());
+        hot.clear().await.unwrap();
+        assert!(!hot.token_revoked("jti-1", at(10)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn when_full_revocations_go_expired_first_then_closest_to_expiring() {
+        let hot = MemoryHot::new();
+        hot.revoked.lock().max = 10;
+        hot.revoke_token("expired", at(0), at(1)).await.unwrap();
+        for n in 0..9 {
+            hot.revoke_token(&format!("jti-{n}"), at(0), at(10 + n)).await.unwrap();
+        }
+        // Full: the expired entry goes and nothing else.
+        hot.revoke_token("jti-9", at(2), at(19)).await.unwrap();
+        assert_eq!(hot.revoked.lock().until.len(), 10);
+        for n in 0..10 {
+            assert!(hot.token_revoked(&format!("jti-{n}"), at(2)).await.unwrap(), "jti-{n}");
+        }
+        // Full of live entries: the two closest to expiring go, to make room for a tenth.
+        hot.revoke_token("jti-10", at(2), at(20)).await.unwrap();
+        let kept: Vec<bool> = revoked_of(&hot, 11).await;
+        assert_eq!(kept, [false, false, true, true, true, true, true, true, true, true, true]);
+    }
+
+    async fn revoked_of(hot: &MemoryHot, n: usize) -> Vec<bool> {
+        let mut kept = Vec::new();
+        for i in 0..n {
+            kept.push(hot.token_revoked(&format!("jti-{i}"), at(2)).await.unwrap());
+        }
+        kept
     }
 
     #[tokio::test]

@@ -4,8 +4,9 @@
 //!   keys, grants and the usage ledger. Backends: [`memory::MemoryRecords`] and, with the
 //!   `sqlite` feature, [`sqlite::SqliteRecords`].
 //! - [`RecordStore`] also keeps refresh tokens (ids only) and the audit log.
-//! - [`HotStore`]: derived, rebuildable counters: windows, period balances, recently seen
-//!   `event_id`s, login-failure counters. Backend: [`memory::MemoryHot`].
+//! - [`HotStore`]: derived, rebuildable counters (windows, period balances, recently seen
+//!   `event_id`s), and short-lived login-failure counters and revoked access tokens.
+//!   Backend: [`memory::MemoryHot`].
 //!
 //! A hot store answers one [`Admission`] with one atomic step: replay check, every
 //! window, credits, and the commit of all of them, or of none.
@@ -233,8 +234,8 @@ pub trait HotStore: Send + Sync + 'static {
     ) -> Result<Option<i64>, Error>;
     /// A tenant's credits in a period, `None` if the tenant is not loaded.
     async fn credits(&self, tenant: &TenantId, period_start: Timestamp) -> Result<Option<PeriodCredits>, Error>;
-    /// Forgets every counter (they are rebuilt from the ledger on next use), and every
-    /// login's failures and lock.
+    /// Forgets every counter (they are rebuilt from the ledger on next use), every
+    /// login's failures and lock, and every revoked token.
     async fn clear(&self) -> Result<(), Error>;
 
     /// Counts a failed login for `key` (a lower-case e-mail) at `now`; returns the state
@@ -245,6 +246,12 @@ pub trait HotStore: Send + Sync + 'static {
     async fn login_guard(&self, key: &str, now: Timestamp, policy: LockoutPolicy) -> Result<LoginGuard, Error>;
     /// Clears failures and lock of `key` (a successful login, or an admin's unlock).
     async fn clear_login(&self, key: &str) -> Result<(), Error>;
+
+    /// Refuses the access token with id `jti` from `now` on; remembered until `until`,
+    /// when the token expires anyway.
+    async fn revoke_token(&self, jti: &str, now: Timestamp, until: Timestamp) -> Result<(), Error>;
+    /// Whether the access token with id `jti` is revoked at `now`.
+    async fn token_revoked(&self, jti: &str, now: Timestamp) -> Result<bool, Error>;
 }
 
 /// Lockout rules: `max_failures` failures within `window` lock the key for `lock_for`.

@@ -2,7 +2,7 @@
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
-use metering_core::{Role, TenantId};
+use metering_core::{Role, TenantId, Timestamp};
 
 use crate::{ApiError, AppState};
 
@@ -13,6 +13,8 @@ pub enum Credential {
     AccessToken {
         /// The token's `jti`.
         jti: String,
+        /// When it expires.
+        expires_at: Timestamp,
     },
     /// An API key (`X-API-Key: ...`).
     ApiKey {

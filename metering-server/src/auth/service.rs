@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode, header};
-use metering_core::{ApiKey, Engine, LockoutPolicy, PlanId, RefreshToken, Role, Tenant, TenantId, User};
+use metering_core::{ApiKey, Engine, LockoutPolicy, PlanId, RefreshToken, Role, Tenant, TenantId, Timestamp, User};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
@@ -367,8 +367,12 @@ impl AuthService {
         self.issue_tokens(&user).await
     }
 
-    /// Revokes every refresh token of the caller's user; returns how many.
+    /// Ends the caller's sessions: revokes the access token it called with, and every
+    /// refresh token of its user; returns how many refresh tokens.
     pub async fn logout(&self, caller: &Caller) -> Result<u64, ApiError> {
+        if let Credential::AccessToken { jti, expires_at } = &caller.credential {
+            self.engine.revoke_token(jti, *expires_at).await?;
+        }
         Ok(self.engine.records().revoke_refresh_tokens(&caller.user_id).await?)
     }
 
@@ -431,6 +435,9 @@ impl AuthService {
                 claims
             }
         };
+        if self.engine.token_revoked(&claims.jti).await? {
+            return Err(refused());
+        }
         let user = self.cached_user(&claims.sub).await?.ok_or_else(refused)?;
         if user.tenant_id.as_str() != claims.tenant {
             return Err(refused());
@@ -440,7 +447,10 @@ impl AuthService {
             acts_for: ActsFor::Tenant(user.tenant_id.clone()),
             tenant: user.tenant_id,
             role: user.role,
-            credential: Credential::AccessToken { jti: claims.jti.clone() },
+            credential: Credential::AccessToken {
+                jti: claims.jti.clone(),
+                expires_at: Timestamp::from_secs(i64::try_from(claims.exp).unwrap_or(i64::MAX)),
+            },
         })
     }
 

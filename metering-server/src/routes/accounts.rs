@@ -77,7 +77,7 @@ async fn refresh(
     Ok(Json(state.auth.refresh(req).await?))
 }
 
-/// Revokes every refresh token of the caller.
+/// Revokes every refresh token of the caller's user and the access token it called with.
 #[utoipa::path(post, path = "/auth/logout", tag = "accounts", security(("bearer" = [])), responses(
     (status = 204, description = "logged out"),
     (status = 401, description = "not logged in")
