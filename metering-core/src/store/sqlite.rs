@@ -1665,6 +1665,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failed_journal_write_refuses_appends_until_a_restart_and_loses_only_itself() {
+        let path = temp_file("journal-write-fails");
+        {
+            let store = SqliteRecords::open(&path).unwrap();
+            store.append(vec![ledger_record("acme", "before", 1)]).await.unwrap();
+            store.journal.as_ref().unwrap().journal.lock().fail_writes();
+            let failed = store.append(vec![ledger_record("acme", "failed", 1)]).await;
+            assert!(matches!(failed, Err(Error::Unavailable(_))), "{failed:?}");
+            // The failed write could not be zeroed either (the handle cannot write): the
+            // segment's tail is unknown, so nothing more is appended to it, not even a
+            // duplicate check's answer.
+            for key in ["later", "before", "failed"] {
+                let refused = store.append(vec![ledger_record("acme", key, 1)]).await;
+                assert!(matches!(&refused, Err(Error::Unavailable(m)) if m.contains("restart")), "{key}: {refused:?}");
+            }
+        }
+        let store = SqliteRecords::open(&path).unwrap();
+        assert_eq!(ids(&store).await, ["before"], "what was acknowledged came back, nothing else");
+        let retried = store.append(vec![ledger_record("acme", "failed", 1), ledger_record("acme", "before", 1)]).await;
+        assert!(matches!(&retried.unwrap()[..], [Appended::Inserted, Appended::Duplicate(_)]));
+    }
+
+    #[tokio::test]
     async fn buffered_appends_are_read_checked_for_duplicates_and_replayed_like_synced_ones() {
         let path = temp_file("journal-buffered");
         {

@@ -350,6 +350,15 @@ impl Journal {
         Ok(self.active.as_mut().expect("made above"))
     }
 
+    /// Makes every write to the active segment fail from now on, as a failing disk would:
+    /// its file is swapped for a read-only handle on the same file.
+    #[cfg(test)]
+    pub(super) fn fail_writes(&mut self) {
+        let no = self.active().expect("an active segment").no;
+        let read_only = File::open(self.segment_path(no)).expect("the active segment opens");
+        self.active.as_mut().expect("made above").file = read_only;
+    }
+
     fn segment_path(&self, no: u64) -> PathBuf {
         self.dir.join(format!("{}{no:012}", self.prefix))
     }
