@@ -10,7 +10,8 @@
 # record: the whole path). In the same run, wrk sends the same requests to a bare axum
 # server (examples/track_bench_baseline.rs, same core) whose `POST /api/track` only parses
 # the same JSON body. Both are run ROUNDS times, interleaved, so drift on the machine hits
-# both alike. It prints requests/s and latency p50/p99 per run, the means, and the ratio.
+# both alike. It prints requests/s, latency p50/p99 and CPU time per request (user and
+# system, all threads, from /proc) per run, the means, and the ratios.
 #
 #   bash scripts/bench-track.sh                  # 2 rounds of 10 s each
 #   DURATION=5s ROUNDS=1 bash scripts/bench-track.sh
@@ -171,43 +172,51 @@ for addr in "$ADDR" "$BASE_ADDR"; do
 done
 
 WRK_LIMIT=$((${DURATION%s} + 30))
-load() { # addr duration -> "rps p50 p99 non2xx errors requests"
-  local out
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { # pid -> user + system clock ticks of all its threads so far
+  awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+load() { # addr duration pid -> "rps p50 p99 non2xx errors requests cpu_us_per_request"
+  local out before after
+  before=$(cpu_ticks "$3")
   out=$(timeout "$WRK_LIMIT" "${pin_client[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$2" --timeout 2s \
     -s "$work/track.lua" "http://$1/api/track")
-  awk '$1 == "RESULT" { print $2, $3, $4, $5, $6, $7 }' <<<"$out"
+  after=$(cpu_ticks "$3")
+  awk -v ticks=$((after - before)) -v hz="$CLK_TCK" \
+    '$1 == "RESULT" { print $2, $3, $4, $5, $6, $7, ($7 > 0 ? ticks * 1e6 / hz / $7 : 0) }' <<<"$out"
 }
 
 echo "== warm-up ($WARMUP each)"
-load "$ADDR" "$WARMUP" >/dev/null
-load "$BASE_ADDR" "$WARMUP" >/dev/null
+load "$ADDR" "$WARMUP" "$server_pid" >/dev/null
+load "$BASE_ADDR" "$WARMUP" "$base_pid" >/dev/null
 
 echo "== measuring: $ROUNDS rounds x (server, baseline), wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $TENANTS tenants"
 : >"$work/results"
 for round in $(seq "$ROUNDS"); do
   for target in server baseline; do
-    addr=$ADDR
-    [ "$target" = baseline ] && addr=$BASE_ADDR
-    read -r rps p50 p99 non2xx errors requests <<<"$(load "$addr" "$DURATION")"
-    echo "$target $round $rps $p50 $p99 $non2xx $errors $requests" >>"$work/results"
-    printf '   round %d %-9s %9.0f req/s  p50 %6d us  p99 %6d us  non-2xx %s  socket errors %s\n' \
-      "$round" "$target" "$rps" "$p50" "$p99" "$non2xx" "$errors"
+    addr=$ADDR pid=$server_pid
+    [ "$target" = baseline ] && addr=$BASE_ADDR pid=$base_pid
+    read -r rps p50 p99 non2xx errors requests cpu <<<"$(load "$addr" "$DURATION" "$pid")"
+    echo "$target $round $rps $p50 $p99 $non2xx $errors $requests $cpu" >>"$work/results"
+    printf '   round %d %-9s %9.0f req/s  p50 %6d us  p99 %6d us  CPU %5.1f us/req  non-2xx %s  socket errors %s\n' \
+      "$round" "$target" "$rps" "$p50" "$p99" "$cpu" "$non2xx" "$errors"
   done
 done
 
 echo
 echo "== results ($(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'))"
 awk -v rounds="$ROUNDS" '
-  { rps[$1] += $3; p50[$1] += $4; p99[$1] += $5; bad[$1] += $6 + $7; if ($5 > worst[$1]) worst[$1] = $5 }
+  { rps[$1] += $3; p50[$1] += $4; p99[$1] += $5; bad[$1] += $6 + $7; cpu[$1] += $9; if ($5 > worst[$1]) worst[$1] = $5 }
   END {
-    printf "   %-9s %12s %9s %9s %14s %7s\n", "target", "req/s (mean)", "p50 (us)", "p99 (us)", "worst p99 (us)", "errors"
+    printf "   %-9s %12s %9s %9s %14s %14s %7s\n", "target", "req/s (mean)", "p50 (us)", "p99 (us)", "worst p99 (us)", "CPU (us/req)", "errors"
     split("server baseline", names, " ")
     for (i = 1; i <= 2; i++) {
       k = names[i]
-      printf "   %-9s %12.0f %9.0f %9.0f %14d %7d\n", k, rps[k] / rounds, p50[k] / rounds, p99[k] / rounds, worst[k], bad[k]
+      printf "   %-9s %12.0f %9.0f %9.0f %14d %14.1f %7d\n", k, rps[k] / rounds, p50[k] / rounds, p99[k] / rounds, worst[k], cpu[k] / rounds, bad[k]
     }
     ratio = rps["server"] / rps["baseline"]
     printf "\n   server / baseline requests/s: %.1f%%\n", 100 * ratio
+    printf "   server / baseline CPU time per request: %.1fx\n", cpu["server"] / cpu["baseline"]
     ok = ratio >= 0.5 && worst["server"] < 5000 && bad["server"] == 0
     printf "   target (>= 50%% of the baseline, p99 < 5 ms, no errors): %s\n", ok ? "met" : "NOT met"
   }' "$work/results"
