@@ -6,13 +6,14 @@
 //! template, the method); subjects are `anonymous`, `apikey`, `user` and `admin`. Nothing
 //! is allowed that a policy line does not allow.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use casbin::{CoreApi, DefaultModel, Enforcer, StringAdapter};
+use casbin::{CoreApi, DefaultModel, Enforcer, MgmtApi, StringAdapter};
 
 use crate::auth::{Caller, Credential};
 use crate::{ApiError, AppState};
@@ -54,10 +55,20 @@ pub enum RbacError {
 /// remembered decision never goes stale.
 const DECISION_CACHE: usize = 10_000;
 
+/// The domain every tenant that no policy line names is checked (and remembered) as.
+/// Tenant ids cannot hold a NUL, so it is nobody's own.
+const UNNAMED_DOMAIN: &str = "\u{0}unnamed";
+
 /// The access-control decision point.
 pub struct Rbac {
     enforcer: Enforcer,
-    decisions: std::sync::RwLock<std::collections::HashMap<String, bool>>,
+    /// With the shipped model, the domains policy lines name: the matcher only compares
+    /// the caller's domain with those, so every other domain gets the same decisions and
+    /// they share one remembered answer (a Casbin check costs tens of µs, and there may
+    /// be more tenants than the cache holds). `None` with another model: every domain is
+    /// decided and remembered on its own.
+    named_domains: Option<HashSet<String>>,
+    decisions: std::sync::RwLock<HashMap<String, bool>>,
 }
 
 impl std::fmt::Debug for Rbac {
@@ -102,6 +113,7 @@ impl Rbac {
 
     async fn build(model: &str, model_origin: &str, policy: &str, policy_origin: &str) -> Result<Self, RbacError> {
         let bad_model = |source| RbacError::Casbin { what: format!("model ({model_origin})"), source };
+        let shipped_model = model == MODEL;
         let model = DefaultModel::from_str(model).await.map_err(bad_model)?;
         let enforcer = Enforcer::new(model, StringAdapter::new(policy)).await.map_err(|source| RbacError::Casbin {
             what: format!("model or policy ({model_origin}, {policy_origin})"),
@@ -110,12 +122,19 @@ impl Rbac {
         // Casbin checks a model lazily; one probe makes a broken matcher or request shape
         // stop the start instead of denying every call.
         enforcer.enforce((ANONYMOUS, "", "/healthz", "GET")).map_err(bad_model)?;
-        Ok(Rbac { enforcer, decisions: Default::default() })
+        let named_domains = shipped_model
+            .then(|| enforcer.get_policy().into_iter().filter_map(|line| line.into_iter().nth(1)).collect())
+            .filter(|named: &HashSet<String>| !named.contains(UNNAMED_DOMAIN));
+        Ok(Rbac { enforcer, named_domains, decisions: Default::default() })
     }
 
     /// Whether `subject` in `domain` may call `action` on `object`. An enforcer error
     /// denies (and is logged).
     pub fn allows(&self, subject: &str, domain: &str, object: &str, action: &str) -> bool {
+        let domain = match &self.named_domains {
+            Some(named) if !named.contains(domain) => UNNAMED_DOMAIN,
+            _ => domain,
+        };
         let key = [subject, domain, object, action].join("\u{0}");
         if let Some(&allowed) = self.decisions.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return allowed;
@@ -212,8 +231,27 @@ mod tests {
     async fn a_policy_can_be_scoped_to_one_tenant() {
         let policy = "p, user, acme, /api/me, GET\n";
         let rbac = Rbac::from_strs(MODEL, policy).await.unwrap();
-        assert!(rbac.allows("user", "acme", "/api/me", "GET"));
         assert!(!rbac.allows("user", "globex", "/api/me", "GET"));
+        assert!(rbac.allows("user", "acme", "/api/me", "GET"), "a named tenant is not taken for an unnamed one");
+        assert!(!rbac.allows("user", "initech", "/api/me", "GET"));
+    }
+
+    #[tokio::test]
+    async fn with_the_shipped_model_tenants_no_policy_names_share_remembered_decisions() {
+        let rbac = Rbac::embedded().await.unwrap();
+        for n in 0..2 * DECISION_CACHE {
+            assert!(rbac.allows("user", &format!("tenant-{n}"), "/api/track", "POST"));
+        }
+        assert_eq!(rbac.decisions.read().unwrap().len(), 1, "one Casbin check for them all");
+    }
+
+    #[tokio::test]
+    async fn another_model_decides_every_tenant_on_its_own() {
+        let model = MODEL.replace("(p.dom == \"*\" || r.dom == p.dom)", "r.dom != \"globex\"");
+        let rbac = Rbac::from_strs(&model, POLICY).await.unwrap();
+        assert!(rbac.allows("user", "acme", "/api/me", "GET"));
+        assert!(!rbac.allows("user", "globex", "/api/me", "GET"), "no policy line names globex; the model does");
+        assert_eq!(rbac.decisions.read().unwrap().len(), 2);
     }
 
     #[tokio::test]
