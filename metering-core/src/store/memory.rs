@@ -316,23 +316,12 @@ impl Logins {
             Some(l) => *l = login,
             None => {
                 if self.keys.len() >= max {
-                    self.make_room(now, max);
+                    make_room(&mut self.keys, max, |l| l.expires_at > now, |l| l.written);
                 }
                 self.keys.insert(key.to_owned(), login);
             }
         }
         login.guard(now)
-    }
-
-    /// Drops expired entries, then, if still full, the oldest tenth.
-    fn make_room(&mut self, now: Timestamp, max: usize) {
-        self.keys.retain(|_, l| l.expires_at > now);
-        if self.keys.len() >= max {
-            let excess = self.keys.len() + 1 - max * 9 / 10;
-            let mut written: Vec<u64> = self.keys.values().map(|l| l.written).collect();
-            let (_, &mut newest_dropped, _) = written.select_nth_unstable(excess - 1);
-            self.keys.retain(|_, l| l.written > newest_dropped);
-        }
     }
 }
 
@@ -345,7 +334,9 @@ struct RevokedTokens {
 impl RevokedTokens {
     fn revoke(&mut self, jti: &str, until: Timestamp, now: Timestamp) {
         if !self.until.contains_key(jti) && self.until.len() >= self.max {
-            self.make_room(now);
+            // Those closest to expiring go first: they come back for what is left of their
+            // lifetime, the least harm a bound allows.
+            make_room(&mut self.until, self.max, |until| *until > now, |until| *until);
         }
         let kept = self.until.entry(jti.to_owned()).or_insert(until);
         *kept = (*kept).max(until);
@@ -354,17 +345,22 @@ impl RevokedTokens {
     fn is_revoked(&self, jti: &str, now: Timestamp) -> bool {
         self.until.get(jti).is_some_and(|&until| until > now)
     }
+}
 
-    /// Drops expired entries, then, if still full, the tenth closest to expiring: those
-    /// tokens come back for what is left of their lifetime, the least harm a bound allows.
-    fn make_room(&mut self, now: Timestamp) {
-        self.until.retain(|_, until| *until > now);
-        if self.until.len() >= self.max {
-            let excess = self.until.len() + 1 - self.max * 9 / 10;
-            let mut ends: Vec<Timestamp> = self.until.values().copied().collect();
-            let (_, &mut last_dropped, _) = ends.select_nth_unstable(excess - 1);
-            self.until.retain(|_, until| *until > last_dropped);
-        }
+/// Makes room in a map holding `max` entries or more: drops those `live` refuses, then, if
+/// it is still full, the tenth with the lowest `rank` (and any ranked the same).
+fn make_room<V, R: Ord + Copy>(
+    map: &mut Map<String, V>,
+    max: usize,
+    live: impl Fn(&V) -> bool,
+    rank: impl Fn(&V) -> R,
+) {
+    map.retain(|_, v| live(v));
+    if map.len() >= max {
+        let excess = map.len() + 1 - max * 9 / 10;
+        let mut ranks: Vec<R> = map.values().map(&rank).collect();
+        let (_, &mut highest_dropped, _) = ranks.select_nth_unstable(excess - 1);
+        map.retain(|_, v| rank(v) > highest_dropped);
     }
 }
 
