@@ -1,7 +1,8 @@
 //! In-process backends: [`MemoryHot`] (hot counters) and [`MemoryRecords`] (records).
 //!
-//! Both are sharded by tenant (login counters and revoked tokens, rarely written, each share one lock) so that threads deciding for different tenants rarely meet
-//! on a lock, and no lock is ever held across an `.await`. Nothing survives the process.
+//! Both are sharded by tenant so that threads deciding for different tenants rarely meet on
+//! a lock (login counters and revoked tokens, rarely written, have one lock each), and no
+//! lock is ever held across an `.await`. Nothing survives the process.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};

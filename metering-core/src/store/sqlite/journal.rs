@@ -11,8 +11,9 @@
 //!
 //! A segment file, `<database file>-ledger-<number>`, is a run of frames: the payload's
 //! length (u32, little-endian), its CRC-32 (u32, little-endian), and the payload, one
-//! [`LedgerRecord`] (see [`record_codec`](super::record_codec)). Replay stops at the first frame that is cut short or fails
-//! its checksum: only a write that was never acknowledged can end a segment that way.
+//! [`LedgerRecord`] (see [`record_codec`](super::record_codec)). Replay stops at the first
+//! frame that is cut short or fails its checksum: only a write that was never acknowledged
+//! can end a segment that way.
 //!
 //! Segments are made ahead of time, filled with zeros and synced (a zero length ends
 //! replay), so an append overwrites blocks the file already has and its `fdatasync` has
