@@ -1,8 +1,9 @@
 //! In-process backends: [`MemoryHot`] (hot counters) and [`MemoryRecords`] (records).
 //!
 //! Both are sharded by tenant so that threads deciding for different tenants rarely meet on
-//! a lock (login counters and revoked tokens, rarely written, have one lock each), and no
-//! lock is ever held across an `.await`. Nothing survives the process.
+//! a lock (login counters and revoked tokens, rarely written, have one lock each, the
+//! tokens a read-write one), and no lock is ever held across an `.await`. Nothing survives
+//! the process.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -11,7 +12,7 @@ use std::hash::BuildHasher;
 use foldhash::fast::RandomState;
 
 use async_trait::async_trait;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::Padded;
 use crate::account::{ApiKey, RefreshToken, User};
@@ -67,7 +68,8 @@ pub struct MemoryHot {
     max_remembered: usize,
     logins: Mutex<Logins>,
     max_logins: usize,
-    revoked: Mutex<RevokedTokens>,
+    /// Read on every call with an access token, written only by a logout.
+    revoked: RwLock<RevokedTokens>,
 }
 
 impl MemoryHot {
@@ -85,7 +87,7 @@ impl MemoryHot {
             max_remembered: max.max(1),
             logins: Mutex::new(Logins::default()),
             max_logins: MAX_LOGINS,
-            revoked: Mutex::new(RevokedTokens { until: Map::default(), max: MAX_REVOKED_TOKENS }),
+            revoked: RwLock::new(RevokedTokens { until: Map::default(), max: MAX_REVOKED_TOKENS }),
         }
     }
 }
@@ -438,7 +440,7 @@ impl HotStore for MemoryHot {
             shard.lock().clear();
         }
         self.logins.lock().keys.clear();
-        self.revoked.lock().until.clear();
+        self.revoked.write().until.clear();
         Ok(())
     }
 
@@ -461,12 +463,12 @@ impl HotStore for MemoryHot {
     }
 
     async fn revoke_token(&self, jti: &str, now: Timestamp, until: Timestamp) -> Result<(), Error> {
-        self.revoked.lock().revoke(jti, until, now);
+        self.revoked.write().revoke(jti, until, now);
         Ok(())
     }
 
     async fn token_revoked(&self, jti: &str, now: Timestamp) -> Result<bool, Error> {
-        Ok(self.revoked.lock().is_revoked(jti, now))
+        Ok(self.revoked.read().is_revoked(jti, now))
     }
 }
 
@@ -944,14 +946,14 @@ mod tests {
     #[tokio::test]
     async fn when_full_revocations_go_expired_first_then_closest_to_expiring() {
         let hot = MemoryHot::new();
-        hot.revoked.lock().max = 10;
+        hot.revoked.write().max = 10;
         hot.revoke_token("expired", at(0), at(1)).await.unwrap();
         for n in 0..9 {
             hot.revoke_token(&format!("jti-{n}"), at(0), at(10 + n)).await.unwrap();
         }
         // Full: the expired entry goes and nothing else.
         hot.revoke_token("jti-9", at(2), at(19)).await.unwrap();
-        assert_eq!(hot.revoked.lock().until.len(), 10);
+        assert_eq!(hot.revoked.read().until.len(), 10);
         for n in 0..10 {
             assert!(hot.token_revoked(&format!("jti-{n}"), at(2)).await.unwrap(), "jti-{n}");
         }
