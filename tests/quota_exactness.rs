@@ -69,3 +69,38 @@ async fn racers_across_many_tenants_each_get_their_own_quota() {
         assert_eq!(h.await.unwrap(), 10);
     }
 }
+
+#[tokio::test]
+async fn a_batch_is_decided_in_its_order_and_one_bad_event_spoils_nothing_else() {
+    for backend in Backend::all() {
+        let (engine, _clock) = engine(&backend).await;
+        let three = plan("three-a-day", 1_000).with_limit(Limit::new(3, Per::Day).unwrap().max, Per::Day);
+        let tenant = tenant_on(&engine, "batcher", three).await;
+        let event = |id: &str| UsageEvent::new("batcher", "svc", "/batch", "GET").with_event_id(id);
+        let batch = vec![
+            event("b1"),
+            event("b2"),
+            UsageEvent::new("batcher", "svc", "/batch", "BREW").with_event_id("bad"),
+            event("b1"),
+            event("b3"),
+            event("b4"),
+            event("b5"),
+        ];
+        let results = engine.track_batch(batch).await;
+        let seen: Vec<Result<(bool, &str), String>> = results
+            .iter()
+            .map(|r| r.as_ref().map(|d| (d.allowed, d.event_id.as_str())).map_err(|e| e.to_string()))
+            .collect();
+        assert_eq!(seen[..2], [Ok((true, "b1")), Ok((true, "b2"))], "{backend:?}");
+        assert!(matches!(results[2], Err(metering::Error::InvalidInput(_))), "{backend:?}: {:?}", results[2]);
+        assert_eq!(results[3].as_ref().unwrap(), results[0].as_ref().unwrap(), "{backend:?}: a replay, charged once");
+        assert_eq!(seen[4..], [Ok((true, "b3")), Ok((false, "b4")), Ok((false, "b5"))], "{backend:?}");
+
+        let now = engine.now();
+        let (start, end) = Per::Day.window_containing(now);
+        let ledger = engine.records().usage_totals(&tenant, TimeBasis::Event, start, end).await.unwrap();
+        assert_eq!(ledger.calls, 3, "{backend:?}: the ledger agrees");
+        let q = metering::core::LedgerQuery { tenant: Some(tenant.clone()), ..Default::default() };
+        assert_eq!(engine.records().records(&q).await.unwrap().len(), 5, "{backend:?}: denials recorded too");
+    }
+}

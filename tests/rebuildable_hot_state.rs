@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Backend, engine, engine_over, plan, tenant_on};
+use metering::core::TenantId;
 use metering::core::store::memory::MemoryHot;
 use metering::core::{Limit, Per};
 use metering::{DenyReason, Engine, Plan, UsageEvent};
@@ -111,19 +112,38 @@ async fn a_track_abandoned_mid_way_is_still_decided_and_recorded() {
         for _ in 0..20 {
             let _ = tokio::time::timeout(Duration::ZERO, engine.track(call())).await;
         }
-        let q = metering::core::LedgerQuery { tenant: Some(acme.clone()), ..Default::default() };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            engine.flush().await.unwrap();
-            let recorded = engine.records().records(&q).await.unwrap().len();
-            if recorded == 20 {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "{backend:?}: only {recorded} of 20 calls recorded");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(engine.balance(&acme).await.unwrap().used, 40, "{backend:?}: counters match the ledger");
-        let engine = restart(&engine, &backend, &clock).await;
-        assert_eq!(engine.balance(&acme).await.unwrap().used, 40, "{backend:?}: and so do rebuilt ones");
+        all_recorded(&engine, &backend, &clock, &acme).await;
     }
+}
+
+#[tokio::test]
+async fn a_batch_abandoned_mid_way_is_still_decided_and_recorded() {
+    for backend in Backend::all() {
+        let (engine, clock) = engine(&backend).await;
+        let acme = tenant_on(&engine, "acme", plan("p", 1_000)).await;
+        for _ in 0..4 {
+            let batch = engine.track_batch((0..5).map(|_| call()).collect());
+            let _ = tokio::time::timeout(Duration::ZERO, batch).await;
+        }
+        all_recorded(&engine, &backend, &clock, &acme).await;
+    }
+}
+
+/// Waits until the 20 abandoned calls of 2 credits are all in the ledger, then checks that
+/// the live counters and the ones rebuilt after a restart match it.
+async fn all_recorded(engine: &Engine, backend: &Backend, clock: &metering::ManualClock, acme: &TenantId) {
+    let q = metering::core::LedgerQuery { tenant: Some(acme.clone()), ..Default::default() };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        engine.flush().await.unwrap();
+        let recorded = engine.records().records(&q).await.unwrap().len();
+        if recorded == 20 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{backend:?}: only {recorded} of 20 calls recorded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(engine.balance(acme).await.unwrap().used, 40, "{backend:?}: counters match the ledger");
+    let engine = restart(engine, backend, clock).await;
+    assert_eq!(engine.balance(acme).await.unwrap().used, 40, "{backend:?}: and so do rebuilt ones");
 }

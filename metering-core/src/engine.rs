@@ -21,7 +21,21 @@ use crate::policy::{Policy, PolicyCache};
 use crate::pricing::price;
 use crate::store::{Admission, Admitted, HotSnapshot, HotStore, LockoutPolicy, LoginGuard, RecordStore};
 use crate::tenant::{Period, Tenant, TenantId, TenantOverrides, TenantStatus};
-use crate::writer::{GroupCommit, LedgerWriter};
+use crate::writer::{Appending, GroupCommit, LedgerWriter};
+
+/// Where settling a ticket stands between handing its record on and answering.
+enum Settling {
+    /// Nothing to write (a replay, or a denial over the ledger's budget): the answer.
+    Answered(Decision),
+    /// The record is being written.
+    Recording { decision: Decision, counted: bool, admission: Admission, write: RecordWrite },
+}
+
+/// A ledger record's write: queued with the group-commit writer, or over already.
+enum RecordWrite {
+    Queued(Appending),
+    Done(Result<Appended, Error>),
+}
 
 /// A decided call whose ledger record is not written yet.
 ///
@@ -273,14 +287,70 @@ impl Engine {
     /// With `outcome.charge == false` an admitted call gives back its windows and credits
     /// and is recorded as not counted. A replayed ticket writes nothing.
     pub async fn settle(&self, ticket: Ticket, outcome: Outcome) -> Result<Decision, Error> {
+        let settling = self.start_settling(ticket, outcome).await?;
+        self.finish_settling(settling).await
+    }
+
+    /// Decides calls in the given order (so one tenant's decisions follow it) and records
+    /// them together, their records sharing group commits; answers one result per call,
+    /// in order, once every record is durable. Safe to abandon, like [`track`](Self::track).
+    pub fn track_batch(
+        &self,
+        events: Vec<UsageEvent>,
+    ) -> impl Future<Output = Vec<Result<Decision, Error>>> + Send + 'static {
+        let engine = self.clone();
+        FinishOnDrop::new(async move {
+            let mut tickets = Vec::with_capacity(events.len());
+            for event in events {
+                tickets.push(engine.decide(event).await);
+            }
+            let mut settling = Vec::with_capacity(tickets.len());
+            for ticket in tickets {
+                settling.push(match ticket {
+                    Ok(ticket) => engine.start_settling(ticket, Outcome::CHARGED).await,
+                    Err(e) => Err(e),
+                });
+            }
+            let mut decisions = Vec::with_capacity(settling.len());
+            for s in settling {
+                decisions.push(match s {
+                    Ok(s) => engine.finish_settling(s).await,
+                    Err(e) => Err(e),
+                });
+            }
+            decisions
+        })
+    }
+
+    /// Hands the ticket's ledger record to the writer (or writes it, without one).
+    async fn start_settling(&self, ticket: Ticket, outcome: Outcome) -> Result<Settling, Error> {
         if ticket.replayed || !self.worth_recording(&ticket) {
-            return Ok(ticket.decision);
+            return Ok(Settling::Answered(ticket.decision));
         }
         let (record, admission) = self.record_of(ticket, outcome).await?;
         let (decision, counted) = (record.decision.clone(), record.counted);
-        let appended = match &self.inner.writer {
-            Some(w) => w.append(record).await,
-            None => self.inner.records.append(vec![record]).await.map(|mut v| v.pop().unwrap_or(Appended::Inserted)),
+        let write = match &self.inner.writer {
+            Some(w) => w.enqueue(record).await.map(RecordWrite::Queued),
+            None => {
+                let appended = self.inner.records.append(vec![record]).await;
+                Ok(RecordWrite::Done(appended.map(|mut v| v.pop().unwrap_or(Appended::Inserted))))
+            }
+        };
+        let write = write.unwrap_or_else(|e| RecordWrite::Done(Err(e)));
+        Ok(Settling::Recording { decision, counted, admission, write })
+    }
+
+    /// Waits for a record [`start_settling`](Self::start_settling) handed on; undoes the
+    /// decision's counts if the record could not be written or the ledger already held
+    /// its `event_id`.
+    async fn finish_settling(&self, settling: Settling) -> Result<Decision, Error> {
+        let (decision, counted, admission, write) = match settling {
+            Settling::Answered(decision) => return Ok(decision),
+            Settling::Recording { decision, counted, admission, write } => (decision, counted, admission, write),
+        };
+        let appended = match write {
+            RecordWrite::Queued(queued) => queued.written().await,
+            RecordWrite::Done(done) => done,
         };
         match appended {
             Ok(Appended::Inserted) => Ok(decision),

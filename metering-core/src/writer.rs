@@ -35,6 +35,16 @@ enum Job {
     Flush(oneshot::Sender<()>),
 }
 
+/// A record in the writer's hands: await [`written`](Self::written) for its outcome.
+pub(crate) struct Appending(oneshot::Receiver<Result<Appended, Error>>);
+
+impl Appending {
+    /// Waits until the record is durable (or its batch failed).
+    pub(crate) async fn written(self) -> Result<Appended, Error> {
+        self.0.await.map_err(|_| Error::ShuttingDown)?
+    }
+}
+
 /// The handle to the background writer.
 #[derive(Clone)]
 pub(crate) struct LedgerWriter {
@@ -51,11 +61,11 @@ impl LedgerWriter {
         Ok(LedgerWriter { tx })
     }
 
-    /// Appends a record and waits until it is durable.
-    pub(crate) async fn append(&self, record: LedgerRecord) -> Result<Appended, Error> {
+    /// Queues a record to be made durable; the returned [`Appending`] says when it is.
+    pub(crate) async fn enqueue(&self, record: LedgerRecord) -> Result<Appending, Error> {
         let (ack, done) = oneshot::channel();
         self.tx.send(Job::Append(Box::new(record), Some(ack))).await.map_err(|_| Error::ShuttingDown)?;
-        done.await.map_err(|_| Error::ShuttingDown)?
+        Ok(Appending(done))
     }
 
     /// Queues a record without waiting for it to be written.

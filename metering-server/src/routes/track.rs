@@ -325,51 +325,28 @@ async fn track_batch(
     if request.events.len() > MAX_BATCH {
         return Err(ApiError::invalid("events", format!("at most {MAX_BATCH} events per batch")));
     }
-    let events: Vec<Result<UsageEvent, ApiError>> =
-        request.events.into_iter().map(|v| TrackRequest::from_value(v).and_then(|r| r.into_event(&caller))).collect();
-    let engine = state.engine.clone();
-    // Decide in order, then settle every ticket at once (one group commit), on a task of
-    // its own so a client that goes away abandons nothing half-done.
-    let outcomes = tokio::spawn(async move {
-        let mut decided = Vec::with_capacity(events.len());
-        for event in events {
-            decided.push(match event {
-                Ok(event) => engine.decide(event).await.map_err(track_error),
-                Err(e) => Err(e),
-            });
-        }
-        let mut settling = Vec::with_capacity(decided.len());
-        for ticket in decided {
-            settling.push(match ticket {
-                Ok(ticket) => {
-                    let engine = engine.clone();
-                    Ok(tokio::spawn(async move { engine.settle(ticket, metering_core::Outcome::CHARGED).await }))
-                }
-                Err(e) => Err(e),
-            });
-        }
-        let mut results = Vec::with_capacity(settling.len());
-        for slot in settling {
-            results.push(match slot {
-                Ok(task) => match task.await {
-                    Ok(settled) => settled.map_err(track_error),
-                    Err(e) => Err(ApiError::internal(e)),
-                },
-                Err(e) => Err(e),
-            });
-        }
-        results
-    })
-    .await
-    .map_err(ApiError::internal)?;
-    let results = outcomes
+    let mut events = Vec::with_capacity(request.events.len());
+    let slots: Vec<Result<(), ApiError>> = request
+        .events
         .into_iter()
-        .map(|r| match r {
-            Ok(decision) => {
-                crate::metrics::record_decision(&decision);
-                BatchSlot::Decided(DecisionBody::from(&decision))
+        .map(|v| TrackRequest::from_value(v).and_then(|r| r.into_event(&caller)).map(|event| events.push(event)))
+        .collect();
+    // The engine decides in order and writes the records together; dropped (the client
+    // went away), it still finishes on a task of its own.
+    let mut decided = state.engine.track_batch(events).await.into_iter();
+    let results = slots
+        .into_iter()
+        .map(|slot| {
+            let decision = slot.and_then(|()| {
+                decided.next().ok_or_else(|| ApiError::internal("a batch decision is missing"))?.map_err(track_error)
+            });
+            match decision {
+                Ok(decision) => {
+                    crate::metrics::record_decision(&decision);
+                    BatchSlot::Decided(DecisionBody::from(&decision))
+                }
+                Err(e) => BatchSlot::Failed { error: e.into() },
             }
-            Err(e) => BatchSlot::Failed { error: e.into() },
         })
         .collect();
     Ok(Json(BatchResponse { results }))
