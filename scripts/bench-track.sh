@@ -15,11 +15,14 @@
 #
 #   bash scripts/bench-track.sh                  # 2 rounds of 10 s each
 #   DURATION=5s ROUNDS=1 bash scripts/bench-track.sh
+#   BATCH=100 bash scripts/bench-track.sh        # the server alone, on /api/track/batch
 #
 # Settings (environment): DURATION (wrk -d, default 10s), ROUNDS (2), CONNECTIONS (32),
 # THREADS (wrk -t, 1), WARMUP (2s, not counted), TENANTS (100), PORT (3911; the baseline
 # uses PORT+1), SERVER_CPU (0), CLIENT_CPU (1), BUILD (1; 0 reuses the release binaries),
-# SERVER_BIN and BASE_BIN (the binaries to run, to compare builds; default the release ones).
+# SERVER_BIN and BASE_BIN (the binaries to run, to compare builds; default the release ones),
+# BATCH (0; 1 to 1,000 sends that many events per request to POST /api/track/batch instead,
+# measures the server alone, and prints events/s and CPU time per event).
 #
 # Target: the server's requests/s at least 50% of the baseline's, and its p99 under 5 ms.
 # Loopback only; both servers are stopped and the data directory removed on exit. Needs
@@ -36,6 +39,13 @@ TENANTS=${TENANTS:-100}
 PORT=${PORT:-3911}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
+BATCH=${BATCH:-0}
+case "$BATCH" in
+  '' | *[!0-9]*) echo "BATCH must be a number from 0 to 1000" >&2; exit 1 ;;
+esac
+if [ "$BATCH" -gt 1000 ]; then echo "BATCH must be a number from 0 to 1000" >&2; exit 1; fi
+targets="server baseline"
+[ "$BATCH" -gt 0 ] && targets="server"
 ADDR="127.0.0.1:${PORT}"
 BASE_ADDR="127.0.0.1:$((PORT + 1))"
 ADMIN_EMAIL="bench-admin@example.com"
@@ -131,16 +141,25 @@ curl -sf -o /dev/null -H 'content-type: application/json' -H "authorization: Bea
     printf '  { "%s", "%s" },\n' "$(json_field access_token <<<"$answer")" "$(json_field tenant_id <<<"$answer")"
   done
   echo "}"
+  echo "batch = $BATCH"
   cat <<'LUA'
 local i = 0
 local bodies, headers = {}, {}
 for k, c in ipairs(creds) do
-  bodies[k] = '{"tenant_id":"' .. c[2] .. '","service_name":"bench","endpoint":"/items/{id}","method":"GET","credits_used":1}'
+  local one = '{"tenant_id":"' .. c[2] .. '","service_name":"bench","endpoint":"/items/{id}","method":"GET","credits_used":1}'
+  if batch > 0 then
+    local events = {}
+    for j = 1, batch do events[j] = one end
+    bodies[k] = '{"events":[' .. table.concat(events, ",") .. ']}'
+  else
+    bodies[k] = one
+  end
   headers[k] = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. c[1] }
 end
+local path = batch > 0 and "/api/track/batch" or "/api/track"
 request = function()
   i = i % #creds + 1
-  return wrk.format("POST", "/api/track", headers[i], bodies[i])
+  return wrk.format("POST", path, headers[i], bodies[i])
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -188,12 +207,12 @@ load() { # addr duration pid -> "rps p50 p99 non2xx errors requests cpu_us_per_r
 
 echo "== warm-up ($WARMUP each)"
 load "$ADDR" "$WARMUP" "$server_pid" >/dev/null
-load "$BASE_ADDR" "$WARMUP" "$base_pid" >/dev/null
+[ "$BATCH" -gt 0 ] || load "$BASE_ADDR" "$WARMUP" "$base_pid" >/dev/null
 
-echo "== measuring: $ROUNDS rounds x (server, baseline), wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $TENANTS tenants"
+echo "== measuring: $ROUNDS rounds x ($targets), wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $TENANTS tenants, batch $BATCH"
 : >"$work/results"
 for round in $(seq "$ROUNDS"); do
-  for target in server baseline; do
+  for target in $targets; do
     addr=$ADDR pid=$server_pid
     [ "$target" = baseline ] && addr=$BASE_ADDR pid=$base_pid
     read -r rps p50 p99 non2xx errors requests cpu <<<"$(load "$addr" "$DURATION" "$pid")"
@@ -205,14 +224,18 @@ done
 
 echo
 echo "== results ($(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'))"
-awk -v rounds="$ROUNDS" '
+awk -v rounds="$ROUNDS" -v batch="$BATCH" -v targets="$targets" '
   { rps[$1] += $3; p50[$1] += $4; p99[$1] += $5; bad[$1] += $6 + $7; cpu[$1] += $9; if ($5 > worst[$1]) worst[$1] = $5 }
   END {
     printf "   %-9s %12s %9s %9s %14s %14s %7s\n", "target", "req/s (mean)", "p50 (us)", "p99 (us)", "worst p99 (us)", "CPU (us/req)", "errors"
-    split("server baseline", names, " ")
-    for (i = 1; i <= 2; i++) {
+    n = split(targets, names, " ")
+    for (i = 1; i <= n; i++) {
       k = names[i]
       printf "   %-9s %12.0f %9.0f %9.0f %14d %14.1f %7d\n", k, rps[k] / rounds, p50[k] / rounds, p99[k] / rounds, worst[k], cpu[k] / rounds, bad[k]
+    }
+    if (batch > 0) {
+      printf "\n   events/s (%d per request): %.0f, CPU time per event: %.1f us\n", batch, batch * rps["server"] / rounds, cpu["server"] / rounds / batch
+      exit
     }
     ratio = rps["server"] / rps["baseline"]
     printf "\n   server / baseline requests/s: %.1f%%\n", 100 * ratio
