@@ -40,8 +40,8 @@ pub(super) fn encode(record: &LedgerRecord, out: &mut Vec<u8>) -> Result<(), Err
     out.push(method_code(e.method));
     out.extend_from_slice(&e.credits_used.to_le_bytes());
     out.push(u8::from(e.premium));
-    put_opt_str(out, e.feature.as_deref())?;
-    put_opt_str(out, e.region.as_deref())?;
+    put_opt(out, e.feature.as_deref(), put_str)?;
+    put_opt(out, e.region.as_deref(), put_str)?;
     out.extend_from_slice(&e.timestamp.as_micros().to_le_bytes());
     out.extend_from_slice(&e.fingerprint.to_le_bytes());
     out.extend_from_slice(&record.decided_at.as_micros().to_le_bytes());
@@ -58,20 +58,8 @@ pub(super) fn encode(record: &LedgerRecord, out: &mut Vec<u8>) -> Result<(), Err
         out.extend_from_slice(&w.remaining.to_le_bytes());
         out.extend_from_slice(&w.reset.to_le_bytes());
     }
-    match d.retry_after {
-        Some(seconds) => {
-            out.push(1);
-            out.extend_from_slice(&seconds.to_le_bytes());
-        }
-        None => out.push(0),
-    }
-    match record.status {
-        Some(status) => {
-            out.push(1);
-            out.extend_from_slice(&status.to_le_bytes());
-        }
-        None => out.push(0),
-    }
+    put_opt(out, d.retry_after.map(u64::to_le_bytes), put_bytes)?;
+    put_opt(out, record.status.map(u16::to_le_bytes), put_bytes)?;
     out.push(u8::from(record.counted));
     Ok(())
 }
@@ -93,11 +81,21 @@ fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) -> Result<(), Error> {
-    match s {
-        Some(s) => {
+fn put_bytes<const N: usize>(out: &mut Vec<u8>, bytes: [u8; N]) -> Result<(), Error> {
+    out.extend_from_slice(&bytes);
+    Ok(())
+}
+
+/// An optional value: 0, or 1 followed by what `put` writes of it.
+fn put_opt<T>(
+    out: &mut Vec<u8>,
+    value: Option<T>,
+    put: impl FnOnce(&mut Vec<u8>, T) -> Result<(), Error>,
+) -> Result<(), Error> {
+    match value {
+        Some(v) => {
             out.push(1);
-            put_str(out, s)
+            put(out, v)
         }
         None => {
             out.push(0);
@@ -200,8 +198,8 @@ impl Reader<'_> {
             method,
             credits_used: self.u64("credits used")?,
             premium: self.bool("premium")?,
-            feature: self.opt_string("feature")?,
-            region: self.opt_string("region")?,
+            feature: self.opt("feature", |r| r.string("feature"))?,
+            region: self.opt("region", |r| r.string("region"))?,
             timestamp: Timestamp::from_micros(self.i64("event time")?),
             fingerprint: self.u64("fingerprint")?,
         };
@@ -213,7 +211,7 @@ impl Reader<'_> {
         let credits_remaining = self.i64("credits remaining")?;
         let windows = self.u8("windows")?;
         let limits = (0..windows).map(|_| self.window()).collect::<Result<Vec<_>, _>>()?;
-        let retry_after = if self.bool("retry-after")? { Some(self.u64("retry-after")?) } else { None };
+        let retry_after = self.opt("retry-after", |r| r.u64("retry-after"))?;
         let decision = Decision {
             event_id: decision_event_id,
             allowed,
@@ -223,7 +221,7 @@ impl Reader<'_> {
             limits,
             retry_after,
         };
-        let status = if self.bool("status")? { Some(u16::from_le_bytes(self.array("status")?)) } else { None };
+        let status = self.opt("status", |r| r.array("status").map(u16::from_le_bytes))?;
         let counted = self.bool("counted")?;
         if !self.rest.is_empty() {
             return Err(corrupt("bytes after the record"));
@@ -283,8 +281,9 @@ impl Reader<'_> {
         String::from_utf8(bytes.to_vec()).map_err(|_| corrupt(&format!("its {what} is not UTF-8")))
     }
 
-    fn opt_string(&mut self, what: &str) -> Result<Option<String>, Error> {
-        if self.bool(what)? { self.string(what).map(Some) } else { Ok(None) }
+    /// An optional value: its tag, then, if present, what `read` reads.
+    fn opt<T>(&mut self, what: &str, read: impl FnOnce(&mut Self) -> Result<T, Error>) -> Result<Option<T>, Error> {
+        if self.bool(what)? { read(self).map(Some) } else { Ok(None) }
     }
 }
 
