@@ -330,13 +330,12 @@ impl Engine {
         let (record, admission) = self.record_of(ticket, outcome).await?;
         let (decision, counted) = (record.decision.clone(), record.counted);
         let write = match &self.inner.writer {
-            Some(w) => w.enqueue(record).await.map(RecordWrite::Queued),
+            Some(w) => w.enqueue(record).await.map_or_else(|e| RecordWrite::Done(Err(e)), RecordWrite::Queued),
             None => {
                 let appended = self.inner.records.append(vec![record]).await;
-                Ok(RecordWrite::Done(appended.map(|mut v| v.pop().unwrap_or(Appended::Inserted))))
+                RecordWrite::Done(appended.map(|mut v| v.pop().unwrap_or(Appended::Inserted)))
             }
         };
-        let write = write.unwrap_or_else(|e| RecordWrite::Done(Err(e)));
         Ok(Settling::Recording { decision, counted, admission, write })
     }
 

@@ -325,21 +325,31 @@ async fn track_batch(
     if request.events.len() > MAX_BATCH {
         return Err(ApiError::invalid("events", format!("at most {MAX_BATCH} events per batch")));
     }
+    // The valid events go to the engine; each slot holds its event's error, if it has one.
     let mut events = Vec::with_capacity(request.events.len());
-    let slots: Vec<Result<(), ApiError>> = request
-        .events
-        .into_iter()
-        .map(|v| TrackRequest::from_value(v).and_then(|r| r.into_event(&caller)).map(|event| events.push(event)))
-        .collect();
+    let mut failed = Vec::with_capacity(request.events.len());
+    for value in request.events {
+        match TrackRequest::from_value(value).and_then(|r| r.into_event(&caller)) {
+            Ok(event) => {
+                events.push(event);
+                failed.push(None);
+            }
+            Err(e) => failed.push(Some(e)),
+        }
+    }
     // The engine decides in order and writes the records together; dropped (the client
     // went away), it still finishes on a task of its own.
     let mut decided = state.engine.track_batch(events).await.into_iter();
-    let results = slots
+    let results = failed
         .into_iter()
-        .map(|slot| {
-            let decision = slot.and_then(|()| {
-                decided.next().ok_or_else(|| ApiError::internal("a batch decision is missing"))?.map_err(track_error)
-            });
+        .map(|failed| {
+            let decision = match failed {
+                Some(e) => Err(e),
+                None => decided
+                    .next()
+                    .ok_or_else(|| ApiError::internal("a batch decision is missing"))
+                    .and_then(|d| d.map_err(track_error)),
+            };
             match decision {
                 Ok(decision) => {
                     crate::metrics::record_decision(&decision);
