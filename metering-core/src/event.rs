@@ -152,6 +152,19 @@ impl EventId {
     pub fn as_str(&self) -> &str {
         &self.id
     }
+
+    /// The millisecond a key in the form [`generate`](Self::generate) makes (a lower-case
+    /// hyphenated UUIDv7) was made for: for a generated key, the instant it was generated
+    /// at, floored to the millisecond. `None` for a key of any other form.
+    pub fn generated_ms(&self) -> Option<Timestamp> {
+        let uuid = uuid::Uuid::try_parse(&self.id).ok()?;
+        if uuid.get_version_num() != 7 || *uuid.hyphenated().encode_lower(&mut [0; 36]) != *self.id {
+            return None;
+        }
+        let (secs, nanos) = uuid.get_timestamp()?.to_unix();
+        let millis = i64::try_from(secs).ok()?.checked_mul(1_000)?.checked_add(i64::from(nanos / 1_000_000))?;
+        Some(Timestamp::from_micros(millis.checked_mul(1_000)?))
+    }
 }
 
 impl TryFrom<String> for EventId {
@@ -427,6 +440,23 @@ mod tests {
 
     fn now() -> Timestamp {
         Timestamp::from_secs(1_800_000_000)
+    }
+
+    #[test]
+    fn a_generated_key_tells_its_millisecond_and_no_other_key_does() {
+        let at = Timestamp::from_micros(1_800_000_000_123_456);
+        let generated = EventId::generate(at);
+        assert_eq!(generated.generated_ms(), Some(Timestamp::from_micros(1_800_000_000_123_000)));
+        let sent_back = EventId::new(generated.as_str()).unwrap();
+        assert_eq!(sent_back.generated_ms(), generated.generated_ms(), "the form tells, not where it came from");
+        for other in [
+            generated.as_str().to_uppercase(),
+            generated.as_str().replace('-', ""),
+            "0194d3c1-7a2b-4c3d-8e4f-123456789abc".to_owned(),
+            "order-17".to_owned(),
+        ] {
+            assert_eq!(EventId::new(other.clone()).unwrap().generated_ms(), None, "{other}");
+        }
     }
 
     #[test]

@@ -47,6 +47,18 @@ pub enum TimeBasis {
     },
 }
 
+impl TimeBasis {
+    /// Whether `record` is a counted call that falls in `[from, to)` on this basis.
+    pub fn counts(&self, record: &LedgerRecord, from: Timestamp, to: Timestamp) -> bool {
+        let at = match self {
+            TimeBasis::Event => record.event.timestamp,
+            TimeBasis::Decided { events_from } if record.event.timestamp >= *events_from => record.decided_at,
+            TimeBasis::Decided { .. } => return false,
+        };
+        record.counted && at >= from && at < to
+    }
+}
+
 /// Counted calls and charged credits of admitted records in a range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct UsageTotals {
@@ -54,6 +66,14 @@ pub struct UsageTotals {
     pub calls: u64,
     /// Credits charged.
     pub credits: u64,
+}
+
+impl UsageTotals {
+    /// Adds one counted call.
+    pub fn add(&mut self, record: &LedgerRecord) {
+        self.calls += 1;
+        self.credits += record.decision.credits_charged;
+    }
 }
 
 impl LedgerRecord {
@@ -181,9 +201,71 @@ impl UsageGroup {
     pub const MAX_GROUPS: usize = 1_000;
 }
 
+/// A usage summary being added up, for backends that group records themselves.
+#[cfg(any(feature = "memory", feature = "sqlite"))]
+pub(crate) struct UsageSummary {
+    by: GroupBy,
+    groups: std::collections::HashMap<String, UsageGroup, foldhash::fast::RandomState>,
+}
+
+#[cfg(any(feature = "memory", feature = "sqlite"))]
+impl UsageSummary {
+    /// An empty summary grouped by `by`.
+    pub(crate) fn new(by: GroupBy) -> Self {
+        UsageSummary { by, groups: Default::default() }
+    }
+
+    /// Counts `record` in its group.
+    pub(crate) fn add(&mut self, record: &LedgerRecord) {
+        let key = group_key(record, self.by);
+        let group = self.groups.entry(key).or_insert_with_key(|k| UsageGroup {
+            key: k.clone(),
+            calls: 0,
+            denied: 0,
+            credits: 0,
+        });
+        group.calls += 1;
+        group.denied += u64::from(!record.decision.allowed);
+        if record.counted {
+            group.credits += record.decision.credits_charged;
+        }
+    }
+
+    /// The groups in the order [`RecordStore::usage_summary`](crate::store::RecordStore::usage_summary)
+    /// gives them, at most `limit` (capped at [`UsageGroup::MAX_GROUPS`]).
+    pub(crate) fn finish(self, limit: usize) -> Vec<UsageGroup> {
+        let mut groups: Vec<UsageGroup> = self.groups.into_values().collect();
+        if self.by == GroupBy::Day {
+            groups.sort_by(|a, b| a.key.cmp(&b.key));
+        } else {
+            groups.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.key.cmp(&b.key)));
+        }
+        groups.truncate(limit.min(UsageGroup::MAX_GROUPS));
+        groups
+    }
+}
+
+/// The key a record falls under when grouped by `by`.
+#[cfg(any(feature = "memory", feature = "sqlite"))]
+fn group_key(r: &LedgerRecord, by: GroupBy) -> String {
+    let e = &r.event;
+    match by {
+        GroupBy::Service => e.service_name.clone(),
+        GroupBy::Endpoint => e.endpoint.clone(),
+        GroupBy::Method => e.method.as_str().to_owned(),
+        GroupBy::Day => day_key(e.timestamp),
+        GroupBy::Tenant => e.tenant_id.as_str().to_owned(),
+        GroupBy::Reason => match (r.decision.allowed, r.decision.reason) {
+            (true, _) => "allowed".to_owned(),
+            (false, Some(reason)) => reason.as_str().to_owned(),
+            (false, None) => "denied".to_owned(),
+        },
+    }
+}
+
 /// The `YYYY-MM-DD` UTC day of an instant (the key of [`GroupBy::Day`]).
 #[cfg(any(feature = "memory", feature = "sqlite"))]
-pub(crate) fn day_key(at: Timestamp) -> String {
+fn day_key(at: Timestamp) -> String {
     at.to_datetime().format("%Y-%m-%d").to_string()
 }
 

@@ -21,7 +21,9 @@ use crate::clock::Timestamp;
 use crate::decision::{Decision, DenyReason, WindowStatus};
 use crate::error::Error;
 use crate::event::EventId;
-use crate::ledger::{Appended, Grant, GroupBy, LedgerQuery, LedgerRecord, TimeBasis, UsageGroup, UsageTotals, day_key};
+use crate::ledger::{
+    Appended, Grant, GroupBy, LedgerQuery, LedgerRecord, TimeBasis, UsageGroup, UsageSummary, UsageTotals,
+};
 use crate::limit::{Check, check_quota, check_smooth, next_tat, previous_tat};
 use crate::plan::{Per, Plan, PlanId};
 use crate::store::{Admission, Admitted, HotSnapshot, HotStore, LockoutPolicy, LoginGuard, PeriodCredits, RecordStore};
@@ -472,23 +474,6 @@ impl HotStore for MemoryHot {
     }
 }
 
-/// The key a record falls under when grouped by `by`.
-fn group_key(r: &LedgerRecord, by: GroupBy) -> String {
-    let e = &r.event;
-    match by {
-        GroupBy::Service => e.service_name.clone(),
-        GroupBy::Endpoint => e.endpoint.clone(),
-        GroupBy::Method => e.method.as_str().to_owned(),
-        GroupBy::Day => day_key(e.timestamp),
-        GroupBy::Tenant => e.tenant_id.as_str().to_owned(),
-        GroupBy::Reason => match (r.decision.allowed, r.decision.reason) {
-            (true, _) => "allowed".to_owned(),
-            (false, Some(reason)) => reason.as_str().to_owned(),
-            (false, None) => "denied".to_owned(),
-        },
-    }
-}
-
 /// Durable records in process memory (for tests and library use).
 pub struct MemoryRecords {
     catalog: Mutex<Catalog>,
@@ -786,13 +771,8 @@ impl RecordStore for MemoryRecords {
         let shard = self.ledger.shard(tenant).lock();
         let mut totals = UsageTotals::default();
         for r in shard.get(tenant).map(|l| l.records.as_slice()).unwrap_or_default() {
-            let (t, events_from) = match basis {
-                TimeBasis::Event => (r.event.timestamp, Timestamp::from_micros(i64::MIN)),
-                TimeBasis::Decided { events_from } => (r.decided_at, events_from),
-            };
-            if r.counted && t >= from && t < to && r.event.timestamp >= events_from {
-                totals.calls += 1;
-                totals.credits += r.decision.credits_charged;
+            if basis.counts(r, from, to) {
+                totals.add(r);
             }
         }
         Ok(totals)
@@ -805,23 +785,9 @@ impl RecordStore for MemoryRecords {
         limit: usize,
     ) -> Result<Vec<UsageGroup>, Error> {
         let query = LedgerQuery { before: None, ..query.clone() };
-        let mut groups = Map::<String, UsageGroup>::default();
-        let mut add = |ledger: &TenantLedger| {
-            for r in ledger.records.iter().filter(|r| query.matches(r)) {
-                let key = group_key(r, group_by);
-                let g = groups.entry(key).or_insert_with_key(|k| UsageGroup {
-                    key: k.clone(),
-                    calls: 0,
-                    denied: 0,
-                    credits: 0,
-                });
-                g.calls += 1;
-                g.denied += u64::from(!r.decision.allowed);
-                if r.counted {
-                    g.credits += r.decision.credits_charged;
-                }
-            }
-        };
+        let mut summary = UsageSummary::new(group_by);
+        let mut add =
+            |ledger: &TenantLedger| ledger.records.iter().filter(|r| query.matches(r)).for_each(|r| summary.add(r));
         match &query.tenant {
             Some(tenant) => {
                 if let Some(ledger) = self.ledger.shard(tenant).lock().get(tenant) {
@@ -834,14 +800,7 @@ impl RecordStore for MemoryRecords {
                 }
             }
         }
-        let mut groups: Vec<UsageGroup> = groups.into_values().collect();
-        if group_by == GroupBy::Day {
-            groups.sort_by(|a, b| a.key.cmp(&b.key));
-        } else {
-            groups.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.key.cmp(&b.key)));
-        }
-        groups.truncate(limit.min(UsageGroup::MAX_GROUPS));
-        Ok(groups)
+        Ok(summary.finish(limit))
     }
 
     async fn prune(&self, before: Timestamp) -> Result<u64, Error> {

@@ -17,24 +17,23 @@
 //! # Layout
 //!
 //! One table per kind of record: `plans`, `tenants`, `users`, `api_keys`, `grants`,
-//! `ledger`, `refresh_tokens` and `audit`, all `STRICT`. Columns that queries select,
-//! order or sum on are real columns (timestamps as INTEGER microseconds since the epoch);
-//! nested values (a plan, a tenant's overrides, a decision, an audited value) are JSON text. The ledger's indexes:
+//! `refresh_tokens` and `audit`, and the ledger's `ledger_blocks` and `ledger_keys`, all
+//! `STRICT`. Columns that queries select, order or sum on are real columns (timestamps as
+//! INTEGER microseconds since the epoch); nested values (a plan, a tenant's overrides, an
+//! audited value) are JSON text.
 //!
-//! | index | serves |
-//! |---|---|
-//! | unique `(event_id, tenant_id)` | the idempotency key; UUIDv7 ids are time-ordered, so it grows at its end |
-//! | `(ts, event_id)` | listings over every tenant, [`prune`](RecordStore::prune) |
-//! | `(tenant_id, ts, event_id, counted, credits_charged, decided_at)` | a tenant's listing; usage totals by event time, and by decision time among the events of the last `max_age`, covered |
-//!
-//! Every usage total, listing and cursor page is one index range scan, in index order.
-//! The tenant-ordered index is what indexing pays for: a transaction rewrites about one
-//! page of it per distinct tenant in it, which is why appends go through the journal
-//! (below) and reach the table in large batches.
-//!
-//! A [usage summary](RecordStore::usage_summary) of a tenant over a time range scans the
-//! same range of `(tenant_id, ts, ...)` and groups what it reads (a reason is read from the
-//! stored decision); summaries add no index, so appends pay nothing for them.
+//! The ledger keeps its records in blocks: a row of `ledger_blocks` holds up to 1,024
+//! records of one tenant in event-time order, encoded in one BLOB, beside the range of
+//! their event times and of their decision times (neither wider than an hour) and their
+//! counted calls and credits. Indexing a batch writes a block per tenant in it, so a
+//! record costs its bytes, not a row with an entry in each of several indexes. Indexes
+//! `(tenant_id, max_ts, min_ts)`, `(max_ts, min_ts)` and `(tenant_id, min_decided,
+//! max_decided)` make every listing, total, summary and prune one index range; a total
+//! takes the sums of the blocks wholly inside its range without decoding them.
+//! `ledger_keys (event_id, tenant_id)` points each key a caller chose at its block. A key
+//! the engine generated has no entry: it is a UUIDv7 of its decision's millisecond, found
+//! among the tenant's blocks decided then. New files use 64 KiB pages, which suit the
+//! large rows.
 //!
 //! The other tables' indexes: `users (tenant_id, email)` lists a tenant's users in order;
 //! `refresh_tokens (user_id) WHERE unused` revokes a user's tokens; `audit (at, id)` pages
@@ -62,12 +61,12 @@
 //! its records to the end of a journal segment next to the database file
 //! (`<file>-ledger-<n>`) and `fdatasync`s it, one write and one sync for the whole batch,
 //! then returns ([`append_buffered`](RecordStore::append_buffered), for records nobody
-//! waits on, skips the sync). Each record in a SQLite transaction would instead dirty a page of the
-//! tenant-ordered index per distinct tenant, and writing and syncing those pages cost
-//! several times more. Full segments (2,048 records) are moved into the `ledger` table by a
-//! background thread, in one transaction each, and then deleted; when no segment fills
-//! for a second, the same thread indexes the open segment's records. Records that wait are kept
-//! in memory too (at most 16,384; appends beyond that wait for the indexer):
+//! waits on, skips the sync). A SQLite transaction per group commit would instead write
+//! and sync a page per tenant in it. Once four segments of 2,048 records are full, a
+//! background thread moves them into ledger blocks, in one transaction, and deletes them;
+//! when no segment fills for a second, the same thread indexes whatever waits, the open
+//! segment's records too. Records that wait are kept in memory too (at most 16,384;
+//! appends beyond that wait for the indexer):
 //!
 //! - duplicate keys are found among them as well as in the table;
 //! - every ledger read, [`prune`](RecordStore::prune) and [`flush`](RecordStore::flush)
@@ -78,7 +77,7 @@
 //!
 //! One store owns a file's journal, through a lock file (`<file>-ledger-lock`). Another
 //! store opened on the same file, in this process or another (an operator's command
-//! next to the server), appends to the table directly and sees the owner's appends once
+//! next to the server), writes blocks directly and sees the owner's appends once
 //! the owner indexes them: when a segment fills, within about a second when none does, on
 //! any of its ledger reads, or on [`flush`](RecordStore::flush), which the server runs at
 //! shutdown.
@@ -105,11 +104,12 @@ use crate::audit::AuditEntry;
 use crate::clock::Timestamp;
 use crate::error::{Error, FieldError, FieldProblem};
 use crate::event::{Event, EventId};
-use crate::ledger::{Appended, Grant, GroupBy, LedgerQuery, LedgerRecord, TimeBasis, UsageGroup, UsageTotals, day_key};
+use crate::ledger::{Appended, Grant, GroupBy, LedgerQuery, LedgerRecord, TimeBasis, UsageGroup, UsageTotals};
 use crate::plan::{Plan, PlanId};
 use crate::store::RecordStore;
 use crate::tenant::{BillingAnchor, Tenant, TenantId, TenantStatus};
 
+mod blocks;
 mod journal;
 mod record_codec;
 
@@ -119,9 +119,14 @@ use journal::{Journal, SEGMENT_RECORDS};
 /// indexer, so memory stays bounded when SQLite falls behind.
 const MAX_WAITING: usize = 8 * SEGMENT_RECORDS;
 
+/// Sealed segments the indexer waits for before it moves them into ledger blocks, in one
+/// transaction: a tenant's block, and the index entries it rewrites, then cover four
+/// segments' worth of its records instead of one.
+const INDEX_SEGMENTS: usize = 4;
+
 /// How long records may wait in the open segment when no segment fills: then the indexer
-/// moves them into the table, so another store on the file (which reads only the table)
-/// sees them, and a restart has little to replay.
+/// moves them into ledger blocks, so another store on the file (which reads only the
+/// blocks) sees them, and a restart has little to replay.
 const IDLE_INDEX_AFTER: Duration = Duration::from_secs(1);
 
 /// Reader connections of a file-backed store.
@@ -131,10 +136,18 @@ const READERS: usize = 4;
 /// of each tenant's index ranges), so a large batch neither reads nor spills them.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
-/// WAL pages after which a commit checkpoints them into the database file (64 MiB of
-/// 4 KiB pages). Between two checkpoints a page rewritten by many commits (the tail of a
-/// busy tenant's index range) is copied back once, not once per commit.
-const CHECKPOINT_PAGES: i64 = 16_384;
+/// WAL bytes after which a commit checkpoints them into the database file. Between two
+/// checkpoints a page rewritten by many commits (the tail of an index range) is copied
+/// back once, not once per commit.
+const CHECKPOINT_BYTES: i64 = 64 * 1024 * 1024;
+
+/// The page size of a new database file. Large pages suit the ledger, written as large
+/// blocks: a block takes a few pages instead of dozens, and SQLite writes (and
+/// checksums) the WAL one page at a time. A file made with other pages keeps them.
+const PAGE_SIZE: i64 = 64 * 1024;
+
+/// The page cache of each reader connection, in KiB.
+const READER_CACHE_KIB: i64 = 8 * 1024;
 
 /// The size (bytes) the WAL file is truncated back to after a checkpoint.
 const WAL_SIZE_LIMIT: i64 = 128 * 1024 * 1024;
@@ -142,12 +155,29 @@ const WAL_SIZE_LIMIT: i64 = 128 * 1024 * 1024;
 /// How long a connection waits for a lock held by another connection or process.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Records deleted per transaction by [`RecordStore::prune`], so appends interleave.
+/// Rows deleted per transaction by [`RecordStore::prune_refresh_tokens`], so other
+/// writes interleave.
 const PRUNE_CHUNK: usize = 10_000;
+
+/// Ledger blocks pruned per transaction by [`RecordStore::prune`].
+const PRUNE_BLOCKS: usize = 256;
+
+/// One step of the schema.
+enum Migration {
+    /// Statements to run.
+    Sql(&'static str),
+    /// Work to do, in the migration's transaction.
+    Code(fn(&Connection) -> Result<(), Error>),
+}
 
 /// The migrations, in order: applying `MIGRATIONS[v]` takes the schema from version `v`
 /// to `v + 1`. Append new ones; never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+const MIGRATIONS: &[Migration] = &[
+    Migration::Sql(SCHEMA_V1),
+    Migration::Sql(SCHEMA_V2),
+    Migration::Sql(SCHEMA_V3),
+    Migration::Code(ledger_into_blocks),
+];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE plans (
@@ -256,29 +286,9 @@ DROP INDEX ledger_tenant_time;
 CREATE INDEX ledger_tenant_time ON ledger (tenant_id, ts, event_id, counted, credits_charged, decided_at);
 ";
 
-/// The ledger columns a [`LedgerRecord`] is read from, in [`decode_record`]'s order.
-macro_rules! record_columns {
-    () => {
-        "tenant_id, event_id, ts, decided_at, counted, service_name, endpoint, method, credits_used, premium, \
-         feature, region, fingerprint, status, decision"
-    };
-}
-
-const INSERT_RECORD: &str = "INSERT INTO ledger (tenant_id, event_id, ts, decided_at, counted, credits_charged, \
-     service_name, endpoint, method, credits_used, premium, feature, region, fingerprint, status, decision) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
-     ON CONFLICT (event_id, tenant_id) DO NOTHING";
-
-const SELECT_RECORD: &str =
-    concat!("SELECT ", record_columns!(), " FROM ledger WHERE tenant_id = ?1 AND event_id = ?2");
-
-const TOTALS_BY_EVENT: &str = "SELECT COUNT(*), COALESCE(SUM(credits_charged), 0) FROM ledger \
-     WHERE tenant_id = ?1 AND counted = 1 AND ts >= ?2 AND ts < ?3";
-
-const TOTALS_BY_DECISION: &str = "SELECT COUNT(*), COALESCE(SUM(credits_charged), 0) FROM ledger \
-     WHERE tenant_id = ?1 AND ts >= ?4 AND counted = 1 AND decided_at >= ?2 AND decided_at < ?3";
-
-const PRUNE: &str = "DELETE FROM ledger WHERE rowid IN (SELECT rowid FROM ledger WHERE ts < ?1 LIMIT ?2)";
+/// The ledger ledger table's columns before version 4, in [`decode_v3_record`]'s order.
+const V3_RECORD_COLUMNS: &str = "tenant_id, event_id, ts, decided_at, counted, service_name, endpoint, method, \
+     credits_used, premium, feature, region, fingerprint, status, decision";
 
 const CONSUME_REFRESH_TOKEN: &str = "UPDATE refresh_tokens SET used_at = ?2 \
      WHERE id = ?1 AND used_at IS NULL AND revoked = 0 AND expires_at > ?2 \
@@ -297,9 +307,6 @@ const AUDIT_PAGE: &str = "SELECT id, at, actor, action, target, before, after FR
 
 const AUDIT_PAGE_BEFORE: &str = "SELECT id, at, actor, action, target, before, after FROM audit \
      WHERE (at, id) < (?1, ?2) ORDER BY at DESC, id DESC LIMIT ?3";
-
-/// Microseconds in a day, for [`GroupBy::Day`] keys.
-const DAY_MICROS: i64 = 86_400_000_000;
 
 const TENANT_COLUMNS: &str = "id, name, plan_id, region, status, billing_anchor, overrides, created_at";
 const USER_COLUMNS: &str = "id, tenant_id, email, password_hash, role, created_at";
@@ -328,11 +335,14 @@ struct JournalShare {
     journal: parking_lot::Mutex<Journal>,
     /// Records written and not yet indexed, readable without the lock.
     waiting: AtomicUsize,
+    /// Sealed segments waiting for the indexer, readable without the lock.
+    sealed: AtomicUsize,
 }
 
-/// The indexer thread: it moves sealed segments into the ledger table whenever woken
-/// (appends wait for it only when [`MAX_WAITING`] records wait), and the open segment's
-/// records after [`IDLE_INDEX_AFTER`] without a full one, without a tokio runtime.
+/// The indexer thread, without a tokio runtime: woken at each sealed segment, it makes
+/// the next spare, and once [`INDEX_SEGMENTS`] segments are sealed it moves them into
+/// ledger blocks (appends wait for it only when [`MAX_WAITING`] records wait); after
+/// [`IDLE_INDEX_AFTER`] without a sealed segment it moves whatever waits.
 struct Indexer {
     wake: mpsc::SyncSender<()>,
     thread: Option<JoinHandle<()>>,
@@ -351,9 +361,11 @@ impl Indexer {
                         Err(RecvTimeoutError::Timeout) => continue,
                         Err(RecvTimeoutError::Disconnected) => break,
                     };
-                    let indexed = index_sealed(&mut writer.blocking_lock(), &share, everything);
-                    if let Err(e) = indexed {
-                        tracing::error!(error = %e, "ledger journal: indexing failed; its records wait in the journal");
+                    if everything || share.sealed.load(Ordering::SeqCst) >= INDEX_SEGMENTS {
+                        let indexed = index_sealed(&mut writer.blocking_lock(), &share, everything);
+                        if let Err(e) = indexed {
+                            tracing::error!(error = %e, "ledger journal: indexing failed; its records wait in the journal");
+                        }
                     }
                     prepare_spare(&share);
                 }
@@ -385,6 +397,7 @@ impl Drop for SqliteRecords {
 impl JournalShare {
     fn publish_counts(&self, journal: &Journal) {
         self.waiting.store(journal.waiting(), Ordering::SeqCst);
+        self.sealed.store(journal.sealed_count(), Ordering::SeqCst);
     }
 }
 
@@ -400,13 +413,16 @@ impl SqliteRecords {
         let path = path.as_ref();
         let mut writer = Connection::open(path).map_err(db)?;
         writer.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+        // Takes effect only on a new, empty file; an existing one keeps its pages.
+        writer.pragma_update(None, "page_size", PAGE_SIZE).map_err(db)?;
         let mode: String = writer.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).map_err(db)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::Unavailable("the database file cannot be put in WAL mode".into()));
         }
         writer.pragma_update(None, "synchronous", "FULL").map_err(db)?;
         writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB).map_err(db)?;
-        writer.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES).map_err(db)?;
+        let page_size: i64 = writer.pragma_query_value(None, "page_size", |row| row.get(0)).map_err(db)?;
+        writer.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_BYTES / page_size.max(512)).map_err(db)?;
         writer.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT).map_err(db)?;
         migrate(&mut writer)?;
         let journal = match journal::take_ownership(path)? {
@@ -424,7 +440,11 @@ impl SqliteRecords {
                     let spare = journal::make_segment(no, &segment, journal.dir());
                     journal.install_spare(spare);
                 }
-                Some(Arc::new(JournalShare { journal: parking_lot::Mutex::new(journal), waiting: AtomicUsize::new(0) }))
+                Some(Arc::new(JournalShare {
+                    journal: parking_lot::Mutex::new(journal),
+                    waiting: AtomicUsize::new(0),
+                    sealed: AtomicUsize::new(0),
+                }))
             }
             None => None,
         };
@@ -505,7 +525,7 @@ impl SqliteRecords {
     }
 
     /// Appends through the journal, synced or not (seals a full segment and wakes the
-    /// indexer), or straight into the table when this store does not own the journal.
+    /// indexer), or straight into ledger blocks when this store does not own the journal.
     async fn append_records(&self, records: Vec<LedgerRecord>, sync: bool) -> Result<Vec<Appended>, Error> {
         if records.is_empty() {
             return Ok(Vec::new());
@@ -552,6 +572,7 @@ fn open_reader(path: &Path) -> Result<Connection, Error> {
     let reader = Connection::open(path).map_err(db)?;
     reader.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
     reader.pragma_update(None, "query_only", true).map_err(db)?;
+    reader.pragma_update(None, "cache_size", -READER_CACHE_KIB).map_err(db)?;
     Ok(reader)
 }
 
@@ -646,48 +667,14 @@ fn index_sealed(c: &mut Connection, share: &JournalShare, with_active: bool) -> 
     Ok(())
 }
 
-/// Inserts ledger records in one transaction, in order; a record whose `(tenant,
+/// Stores ledger records in one transaction, in order; a record whose `(tenant,
 /// event_id)` is taken comes back as the stored one.
 fn insert_records<'a>(
     c: &mut Connection,
     records: impl IntoIterator<Item = &'a LedgerRecord>,
 ) -> Result<Vec<Appended>, Error> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-    let mut out = Vec::new();
-    {
-        let mut insert = tx.prepare_cached(INSERT_RECORD).map_err(db)?;
-        for r in records {
-            let e = &r.event;
-            let inserted = insert
-                .execute(params![
-                    e.tenant_id.as_str(),
-                    e.event_id.as_str(),
-                    e.timestamp.as_micros(),
-                    r.decided_at.as_micros(),
-                    r.counted,
-                    signed(r.decision.credits_charged, "credits_charged")?,
-                    e.service_name,
-                    e.endpoint,
-                    e.method.as_str(),
-                    signed(e.credits_used, "credits_used")?,
-                    e.premium,
-                    e.feature,
-                    e.region,
-                    // The fingerprint's bits, as SQLite integers are signed.
-                    e.fingerprint as i64,
-                    r.status,
-                    to_json(&r.decision, "decision")?,
-                ])
-                .map_err(db)?;
-            if inserted == 1 {
-                out.push(Appended::Inserted);
-            } else {
-                let key = [e.tenant_id.as_str(), e.event_id.as_str()];
-                let stored = first(&tx, SELECT_RECORD, key, decode_record)?.ok_or_else(|| corrupt("ledger record"))?;
-                out.push(Appended::Duplicate(Box::new(stored)));
-            }
-        }
-    }
+    let out = blocks::insert(&tx, records)?;
     tx.commit().map_err(db)?;
     Ok(out)
 }
@@ -730,10 +717,52 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
         return Ok(());
     }
     for step in &MIGRATIONS[version as usize..] {
-        tx.execute_batch(step).map_err(db)?;
+        match step {
+            Migration::Sql(sql) => tx.execute_batch(sql).map_err(db)?,
+            Migration::Code(run) => run(&tx)?,
+        }
     }
     tx.pragma_update(None, "user_version", known).map_err(db)?;
     tx.commit().map_err(db)
+}
+
+/// Version 4: the ledger's records move from one row each into blocks (see [`blocks`]),
+/// a tenant's records of one event time run at a time, and the old table goes.
+fn ledger_into_blocks(c: &Connection) -> Result<(), Error> {
+    c.execute_batch(blocks::SCHEMA).map_err(db)?;
+    let mut read =
+        c.prepare(&format!("SELECT {V3_RECORD_COLUMNS} FROM ledger ORDER BY tenant_id, ts, event_id")).map_err(db)?;
+    let mut rows = read.query([]).map_err(db)?;
+    let mut run = Vec::with_capacity(blocks::BLOCK_RECORDS);
+    let mut moved = 0usize;
+    loop {
+        let next = rows.next().map_err(db)?.map(decode_v3_record).transpose()?;
+        let ends = match (&next, run.last()) {
+            (Some(r), Some(last)) => run.len() == blocks::BLOCK_RECORDS || !same_tenant(r, last),
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        if ends {
+            moved += run.len();
+            blocks::write(c, run.iter().collect())?;
+            run.clear();
+        }
+        match next {
+            Some(r) => run.push(r),
+            None => break,
+        }
+    }
+    drop(rows);
+    drop(read);
+    c.execute_batch("DROP TABLE ledger").map_err(db)?;
+    if moved > 0 {
+        tracing::info!(records = moved, "ledger moved into blocks (schema version 4)");
+    }
+    Ok(())
+}
+
+fn same_tenant(a: &LedgerRecord, b: &LedgerRecord) -> bool {
+    a.event.tenant_id == b.event.tenant_id
 }
 
 /// Maps a SQLite failure to a backend-neutral error with a short message; the details
@@ -885,8 +914,8 @@ fn decode_plan(row: &Row<'_>) -> Result<Plan, Error> {
     from_json(&col::<String>(row, 0)?, "plan")
 }
 
-/// Decodes a row selected with `record_columns!()`.
-fn decode_record(row: &Row<'_>) -> Result<LedgerRecord, Error> {
+/// Decodes a row of the ledger table before version 4, selected with [`V3_RECORD_COLUMNS`].
+fn decode_v3_record(row: &Row<'_>) -> Result<LedgerRecord, Error> {
     let event = Event {
         tenant_id: TenantId::new(col::<String>(row, 0)?).map_err(|_| corrupt("tenant id"))?,
         event_id: EventId::new(col::<String>(row, 1)?).map_err(|_| corrupt("event id"))?,
@@ -907,98 +936,6 @@ fn decode_record(row: &Row<'_>) -> Result<LedgerRecord, Error> {
         counted: col(row, 4)?,
         status: col(row, 13)?,
         decision: from_json(&col::<String>(row, 14)?, "decision")?,
-    })
-}
-
-/// Appends the conditions of `q`'s filters (not its cursor) to a `WHERE` clause.
-fn push_filters(q: &LedgerQuery, sql: &mut String, args: &mut Vec<Value>) {
-    if let Some(t) = &q.tenant {
-        sql.push_str(" AND tenant_id = ?");
-        args.push(Value::Text(t.as_str().to_owned()));
-    }
-    if let Some(s) = &q.service {
-        sql.push_str(" AND service_name = ?");
-        args.push(Value::Text(s.clone()));
-    }
-    if let Some(e) = &q.endpoint {
-        sql.push_str(" AND endpoint = ?");
-        args.push(Value::Text(e.clone()));
-    }
-    if let Some(m) = q.method {
-        sql.push_str(" AND method = ?");
-        args.push(Value::Text(m.as_str().to_owned()));
-    }
-    if let Some(from) = q.from {
-        sql.push_str(" AND ts >= ?");
-        args.push(Value::Integer(from.as_micros()));
-    }
-    if let Some(to) = q.to {
-        sql.push_str(" AND ts < ?");
-        args.push(Value::Integer(to.as_micros()));
-    }
-}
-
-/// The SQL and parameters of a ledger listing, newest first.
-fn records_sql(q: &LedgerQuery) -> (String, Vec<Value>) {
-    let mut sql = String::from(concat!("SELECT ", record_columns!(), " FROM ledger WHERE 1 = 1"));
-    let mut args = Vec::new();
-    push_filters(q, &mut sql, &mut args);
-    if let Some(c) = &q.before {
-        sql.push_str(" AND (ts, event_id, tenant_id) < (?, ?, ?)");
-        args.push(Value::Integer(c.at.as_micros()));
-        args.push(Value::Text(c.event_id.as_str().to_owned()));
-        args.push(Value::Text(c.tenant.as_str().to_owned()));
-    }
-    // One tenant's listing follows its index; across tenants, only records sharing an
-    // event time and id are sorted by tenant.
-    sql.push_str(" ORDER BY ts DESC, event_id DESC, tenant_id DESC LIMIT ?");
-    args.push(Value::Integer(limit(q.limit.min(LedgerQuery::MAX_LIMIT))));
-    (sql, args)
-}
-
-/// The SQL and parameters of a usage summary: rows of `(key, calls, denied, credits)`.
-///
-/// A day's key is its number since the epoch (floored, so instants before it fall on the
-/// right day), formatted by [`decode_group`]; a reason is read from the stored decision.
-fn summary_sql(q: &LedgerQuery, by: GroupBy, max: usize) -> (String, Vec<Value>) {
-    let key = match by {
-        GroupBy::Service => "service_name",
-        GroupBy::Endpoint => "endpoint",
-        GroupBy::Method => "method",
-        GroupBy::Tenant => "tenant_id",
-        GroupBy::Day => "(ts - ((ts % 86400000000) + 86400000000) % 86400000000) / 86400000000",
-        GroupBy::Reason => {
-            "CASE WHEN json_extract(decision, '$.allowed') THEN 'allowed' \
-             ELSE COALESCE(json_extract(decision, '$.reason'), 'denied') END"
-        }
-    };
-    let mut sql = format!(
-        "SELECT {key} AS k, COUNT(*) AS calls, SUM(NOT json_extract(decision, '$.allowed')), \
-         SUM(CASE WHEN counted THEN credits_charged ELSE 0 END) FROM ledger WHERE 1 = 1"
-    );
-    let mut args = Vec::new();
-    push_filters(q, &mut sql, &mut args);
-    sql.push_str(if by == GroupBy::Day {
-        " GROUP BY k ORDER BY k LIMIT ?"
-    } else {
-        " GROUP BY k ORDER BY calls DESC, k LIMIT ?"
-    });
-    args.push(Value::Integer(limit(max.min(UsageGroup::MAX_GROUPS))));
-    (sql, args)
-}
-
-/// Decodes a row of [`summary_sql`].
-fn decode_group(row: &Row<'_>) -> Result<UsageGroup, Error> {
-    let key = match col::<Value>(row, 0)? {
-        Value::Text(key) => key,
-        Value::Integer(day) => day_key(Timestamp::from_micros(day.saturating_mul(DAY_MICROS))),
-        _ => return Err(corrupt("usage group key")),
-    };
-    Ok(UsageGroup {
-        key,
-        calls: unsigned(col(row, 1)?, "call count")?,
-        denied: unsigned(col(row, 2)?, "denied count")?,
-        credits: unsigned(col(row, 3)?, "credit total")?,
     })
 }
 
@@ -1320,15 +1257,15 @@ impl RecordStore for SqliteRecords {
     }
 
     async fn record(&self, tenant: &TenantId, event_id: &EventId) -> Result<Option<LedgerRecord>, Error> {
-        let (tenant, id) = (tenant.as_str().to_owned(), event_id.as_str().to_owned());
+        let (tenant, id) = (tenant.clone(), event_id.clone());
         self.index_journal(true).await?;
-        self.read(move |c| first(c, SELECT_RECORD, [tenant, id], decode_record)).await
+        self.read(move |c| blocks::Lookup::new(c).find(&tenant, &id)).await
     }
 
     async fn records(&self, query: &LedgerQuery) -> Result<Vec<LedgerRecord>, Error> {
-        let (sql, args) = records_sql(query);
+        let query = query.clone();
         self.index_journal(true).await?;
-        self.read(move |c| all(c, &sql, params_from_iter(args), decode_record)).await
+        self.read(move |c| blocks::list(c, &query)).await
     }
 
     async fn usage_totals(
@@ -1338,26 +1275,9 @@ impl RecordStore for SqliteRecords {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<UsageTotals, Error> {
-        let tenant = tenant.as_str().to_owned();
+        let tenant = tenant.clone();
         self.index_journal(true).await?;
-        let (sql, events_from) = match basis {
-            TimeBasis::Event => (TOTALS_BY_EVENT, None),
-            TimeBasis::Decided { events_from } => (TOTALS_BY_DECISION, Some(events_from.as_micros())),
-        };
-        let (calls, credits) = self
-            .read(move |c| {
-                c.prepare_cached(sql)
-                    .and_then(|mut s| {
-                        let read = |row: &Row<'_>| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?));
-                        match events_from {
-                            None => s.query_row(params![tenant, from.as_micros(), to.as_micros()], read),
-                            Some(e) => s.query_row(params![tenant, from.as_micros(), to.as_micros(), e], read),
-                        }
-                    })
-                    .map_err(db)
-            })
-            .await?;
-        Ok(UsageTotals { calls: unsigned(calls, "call count")?, credits: unsigned(credits, "credit total")? })
+        self.read(move |c| blocks::totals(c, &tenant, basis, from, to)).await
     }
 
     async fn usage_summary(
@@ -1366,14 +1286,28 @@ impl RecordStore for SqliteRecords {
         group_by: GroupBy,
         limit_to: usize,
     ) -> Result<Vec<UsageGroup>, Error> {
-        let (sql, args) = summary_sql(query, group_by, limit_to);
+        let query = query.clone();
         self.index_journal(true).await?;
-        self.read(move |c| all(c, &sql, params_from_iter(args), decode_group)).await
+        self.read(move |c| blocks::summary(c, &query, group_by, limit_to)).await
     }
 
     async fn prune(&self, before: Timestamp) -> Result<u64, Error> {
         self.index_journal(true).await?;
-        self.delete_in_chunks(PRUNE, before).await
+        let mut removed = 0;
+        loop {
+            let (n, more) = self
+                .write(move |c| {
+                    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+                    let pruned = blocks::prune(&tx, before, PRUNE_BLOCKS)?;
+                    tx.commit().map_err(db)?;
+                    Ok(pruned)
+                })
+                .await?;
+            removed += n;
+            if !more {
+                return Ok(removed);
+            }
+        }
     }
 
     async fn flush(&self) -> Result<(), Error> {
@@ -1431,12 +1365,10 @@ mod tests {
     use std::task::{Context, Poll, Waker};
 
     use super::*;
-    use crate::event::Method;
-    use crate::ledger::LedgerCursor;
     use crate::ledger::sample_record as ledger_record;
 
     /// What SQLite plans for `sql`, one line per step.
-    fn query_plan(sql: &str, args: &[Value]) -> String {
+    pub(super) fn query_plan(sql: &str, args: &[Value]) -> String {
         let mut c = Connection::open_in_memory().unwrap();
         migrate(&mut c).unwrap();
         let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
@@ -1494,78 +1426,7 @@ mod tests {
     }
 
     #[test]
-    fn usage_totals_are_one_covering_index_range_scan() {
-        let args = [Value::Text("t".into()), Value::Integer(0), Value::Integer(1)];
-        assert_eq!(
-            query_plan(TOTALS_BY_EVENT, &args),
-            "SEARCH ledger USING COVERING INDEX ledger_tenant_time (tenant_id=? AND ts>? AND ts<?)"
-        );
-        let with_floor = [args[0].clone(), args[1].clone(), args[2].clone(), Value::Integer(-5)];
-        assert_eq!(
-            query_plan(TOTALS_BY_DECISION, &with_floor),
-            "SEARCH ledger USING COVERING INDEX ledger_tenant_time (tenant_id=? AND ts>?)"
-        );
-    }
-
-    #[test]
-    fn listings_follow_an_index_sorting_at_most_ties() {
-        let before = Some(LedgerCursor {
-            at: Timestamp::EPOCH,
-            event_id: EventId::new("e").unwrap(),
-            tenant: TenantId::new("t").unwrap(),
-        });
-        let cases = [
-            (
-                LedgerQuery { tenant: Some(TenantId::new("t").unwrap()), before: before.clone(), ..Default::default() },
-                "SEARCH ledger USING INDEX ledger_tenant_time (tenant_id=? AND (ts,event_id)<(?,?))",
-            ),
-            (
-                LedgerQuery {
-                    tenant: Some(TenantId::new("t").unwrap()),
-                    method: Some(Method::Get),
-                    from: Some(Timestamp::EPOCH),
-                    to: Some(Timestamp::EPOCH),
-                    ..Default::default()
-                },
-                "SEARCH ledger USING INDEX ledger_tenant_time (tenant_id=? AND ts>? AND ts<?)",
-            ),
-            (
-                LedgerQuery { service: Some("s".into()), before, ..Default::default() },
-                "SEARCH ledger USING INDEX ledger_time ((ts,event_id)<(?,?)) | \
-                 USE TEMP B-TREE FOR LAST TERM OF ORDER BY",
-            ),
-        ];
-        for (query, plan) in cases {
-            let (sql, args) = records_sql(&query);
-            assert_eq!(query_plan(&sql, &args), plan);
-        }
-        let prune = query_plan(PRUNE, &[Value::Integer(0), Value::Integer(1)]);
-        assert!(prune.ends_with("SEARCH ledger USING COVERING INDEX ledger_time (ts<?)"), "{prune}");
-    }
-
-    #[test]
-    fn summaries_audit_pages_and_token_updates_use_their_indexes() {
-        let query = LedgerQuery {
-            tenant: Some(TenantId::new("t").unwrap()),
-            from: Some(Timestamp::EPOCH),
-            to: Some(Timestamp::EPOCH),
-            before: Some(LedgerCursor {
-                at: Timestamp::EPOCH,
-                event_id: EventId::new("ignored").unwrap(),
-                tenant: TenantId::new("t").unwrap(),
-            }),
-            limit: 1,
-            ..Default::default()
-        };
-        for by in [GroupBy::Service, GroupBy::Day, GroupBy::Reason] {
-            let (sql, args) = summary_sql(&query, by, 10);
-            assert!(!sql.contains("event_id"), "the cursor is ignored: {sql}");
-            let plan = query_plan(&sql, &args);
-            assert!(
-                plan.starts_with("SEARCH ledger USING INDEX ledger_tenant_time (tenant_id=? AND ts>? AND ts<?)"),
-                "{by:?}: {plan}"
-            );
-        }
+    fn audit_pages_token_updates_and_user_lists_use_their_indexes() {
         let page = query_plan(AUDIT_PAGE_BEFORE, &[Value::Integer(0), Value::Text("a".into()), Value::Integer(10)]);
         assert_eq!(page, "SEARCH audit USING INDEX audit_time ((at,id)<(?,?))");
         let page = query_plan(AUDIT_PAGE, &[Value::Integer(10)]);
@@ -1746,6 +1607,127 @@ mod tests {
         assert!(all.contains(&"late".to_owned()));
     }
 
+    /// An admitted call of `tenant` at `secs` whose key the engine generated.
+    fn generated_record(tenant: &str, secs: i64) -> LedgerRecord {
+        let at = Timestamp::from_secs(secs);
+        let mut record = ledger_record(tenant, "placeholder", 1);
+        record.event =
+            crate::event::UsageEvent::new(tenant, "svc", "/x", "GET").validate_at(at, &Default::default()).unwrap();
+        record.decided_at = at;
+        record.decision.event_id = record.event.event_id.clone();
+        assert!(record.event.event_id.is_fresh());
+        record
+    }
+
+    #[tokio::test]
+    async fn generated_keys_indexed_from_the_open_segment_are_not_stored_twice_by_a_replay() {
+        let path = temp_file("journal-generated-replay");
+        let written: Vec<LedgerRecord> =
+            (0..30).map(|i| generated_record(["acme", "beta"][i % 2], 1_800_000_000 + i as i64)).collect();
+        {
+            let store = SqliteRecords::open(&path).unwrap();
+            store.append(written[..20].to_vec()).await.unwrap();
+            store.flush().await.unwrap();
+            store.append(written[20..].to_vec()).await.unwrap();
+            // Dropped with 20 indexed frames and 10 waiting ones in the open segment.
+        }
+        let store = SqliteRecords::open(&path).unwrap();
+        let mut stored = store.records(&LedgerQuery { limit: 100, ..Default::default() }).await.unwrap();
+        stored.sort_by_key(|r| r.event.timestamp);
+        assert_eq!(stored, written, "each record once");
+        let sent_back: Vec<LedgerRecord> = written
+            .iter()
+            .map(|r| {
+                let mut again = r.clone();
+                again.event.event_id = EventId::new(r.event.event_id.as_str()).unwrap();
+                again
+            })
+            .collect();
+        let outcomes = store.append(sent_back).await.unwrap();
+        assert!(outcomes.iter().all(|o| matches!(o, Appended::Duplicate(_))), "{outcomes:?}");
+        let first = &written[0];
+        assert_eq!(store.record(&first.event.tenant_id, &first.event.event_id).await.unwrap().as_ref(), Some(first));
+    }
+
+    #[tokio::test]
+    async fn a_version_3_ledger_moves_into_blocks_whole() {
+        let path = temp_file("v3-ledger");
+        let records: Vec<LedgerRecord> = (0..2_500)
+            .map(|i| {
+                let mut r = ledger_record(["acme", "beta", "gamma"][i % 3], &format!("e-{i:04}"), 1 + (i % 4) as u64);
+                r.event.timestamp = Timestamp::from_secs(1_800_000_000 + (i as i64) * 7);
+                r.counted = i % 5 != 0;
+                r
+            })
+            .collect();
+        {
+            let mut c = Connection::open(&path).unwrap();
+            for sql in [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3] {
+                c.execute_batch(sql).unwrap();
+            }
+            let tx = c.transaction().unwrap();
+            for r in &records {
+                let e = &r.event;
+                tx.execute(
+                    "INSERT INTO ledger (tenant_id, event_id, ts, decided_at, counted, credits_charged, service_name, \
+                     endpoint, method, credits_used, premium, feature, region, fingerprint, status, decision) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                    params![
+                        e.tenant_id.as_str(),
+                        e.event_id.as_str(),
+                        e.timestamp.as_micros(),
+                        r.decided_at.as_micros(),
+                        r.counted,
+                        r.decision.credits_charged as i64,
+                        e.service_name,
+                        e.endpoint,
+                        e.method.as_str(),
+                        e.credits_used as i64,
+                        e.premium,
+                        e.feature,
+                        e.region,
+                        e.fingerprint as i64,
+                        r.status,
+                        serde_json::to_string(&r.decision).unwrap(),
+                    ],
+                )
+                .unwrap();
+            }
+            tx.pragma_update(None, "user_version", 3).unwrap();
+            tx.commit().unwrap();
+        }
+        let store = SqliteRecords::open(&path).unwrap();
+        let mut stored = Vec::new();
+        let mut query = LedgerQuery { limit: LedgerQuery::MAX_LIMIT, ..Default::default() };
+        loop {
+            let page = store.records(&query).await.unwrap();
+            let Some(last) = page.last() else { break };
+            query.before = Some(crate::ledger::LedgerCursor::after(last));
+            stored.extend(page);
+        }
+        stored.reverse();
+        assert_eq!(stored, records, "every record, unchanged, in order");
+        let acme = TenantId::new("acme").unwrap();
+        let everything = (Timestamp::EPOCH, Timestamp::from_secs(2_000_000_000));
+        let expected = records.iter().filter(|r| r.event.tenant_id == acme && r.counted).fold(
+            UsageTotals::default(),
+            |mut t, r| {
+                t.add(r);
+                t
+            },
+        );
+        assert_eq!(store.usage_totals(&acme, TimeBasis::Event, everything.0, everything.1).await.unwrap(), expected);
+        let again = store.append(vec![records[7].clone()]).await.unwrap();
+        assert_eq!(again, vec![Appended::Duplicate(Box::new(records[7].clone()))], "its keys came along");
+        let tables: i64 = store
+            .read(|c| {
+                c.query_row("SELECT COUNT(*) FROM sqlite_schema WHERE name = 'ledger'", [], |r| r.get(0)).map_err(db)
+            })
+            .await
+            .unwrap();
+        assert_eq!(tables, 0, "the old table is gone");
+    }
+
     #[tokio::test]
     async fn a_key_is_taken_whether_its_record_waits_in_the_journal_or_is_indexed() {
         let path = temp_file("journal-duplicates");
@@ -1765,13 +1747,13 @@ mod tests {
     async fn full_segments_are_indexed_and_deleted_in_the_background() {
         let path = temp_file("journal-segments");
         let store = SqliteRecords::open(&path).unwrap();
-        let total = 3 * SEGMENT_RECORDS + 10;
+        let total = INDEX_SEGMENTS * SEGMENT_RECORDS + 10;
         for chunk in (0..total).collect::<Vec<_>>().chunks(SEGMENT_RECORDS / 4) {
             let records = chunk.iter().map(|i| ledger_record("acme", &format!("e{i:05}"), 1)).collect();
             store.append(records).await.unwrap();
         }
         let share = store.journal.as_ref().unwrap();
-        // The indexer takes the three sealed segments on its own; only the active one waits.
+        // The indexer takes the sealed segments on its own; only the active one waits.
         for _ in 0..1_000 {
             if share.waiting.load(Ordering::SeqCst) == 10 {
                 break;
@@ -1783,7 +1765,7 @@ mod tests {
         let totals = store.usage_totals(&acme, TimeBasis::Event, Timestamp::EPOCH, Timestamp::from_secs(2_000_000_000));
         assert_eq!(totals.await.unwrap(), UsageTotals { calls: total as u64, credits: total as u64 });
         assert_eq!(share.waiting.load(Ordering::SeqCst), 0);
-        // The three sealed segments are gone: what remains is the lock, at most one spare
+        // The sealed segments are gone: what remains is the lock, at most one spare
         // (all zeros) and the open segment with its 10 records.
         let written: Vec<_> = journal_files(&path)
             .into_iter()

@@ -4,7 +4,7 @@
 //! syncing that file: one `write` and one `fdatasync` for a whole group commit, however
 //! many index pages the records would dirty in SQLite. Records then wait, in the segment
 //! and in memory (where duplicate checks find them), until the indexer moves a sealed
-//! segment into the `ledger` table in one large transaction and deletes the file. A read
+//! segment into ledger blocks in one large transaction and deletes the file. A read
 //! indexes what waits first, the active segment's records included, without sealing it:
 //! their frames stay in the file until it is sealed, and a replay inserts them again
 //! harmlessly.
@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use rusqlite::Connection;
 
-use super::{SELECT_RECORD, decode_record, first, record_codec};
+use super::{blocks, record_codec};
 use crate::error::Error;
 use crate::event::EventId;
 use crate::ledger::{Appended, LedgerRecord};
@@ -298,6 +298,11 @@ impl Journal {
         }
     }
 
+    /// How many segments are sealed and not yet indexed.
+    pub(super) fn sealed_count(&self) -> usize {
+        self.sealed.len()
+    }
+
     /// The sealed segments, oldest first.
     pub(super) fn sealed(&self) -> Vec<Arc<Segment>> {
         self.sealed.iter().cloned().collect()
@@ -331,7 +336,7 @@ impl Journal {
         if key.1.is_fresh() {
             return Ok(None);
         }
-        first(&self.lookup, SELECT_RECORD, [key.0.as_str(), key.1.as_str()], decode_record)
+        blocks::Lookup::new(&self.lookup).find(&key.0, &key.1)
     }
 
     /// The active segment: the spare, or a new empty file when no spare is ready.
