@@ -9,9 +9,12 @@
 # with its own access token (JWT verification, Casbin authorization, decision, ledger
 # record: the whole path). In the same run, wrk sends the same requests to a bare axum
 # server (examples/track_bench_baseline.rs, same core) whose `POST /api/track` only parses
-# the same JSON body. Both are run ROUNDS times, interleaved, so drift on the machine hits
-# both alike. It prints requests/s, latency p50/p99 and CPU time per request (user and
-# system, all threads, from /proc) per run, the means, and the ratios.
+# the same JSON body, and to the same bare server made durable ("floor": it answers once
+# the body is written and fdatasynced through a group commit, as the server answers once
+# its ledger record is), which shows what durability alone costs on this disk. All are
+# run ROUNDS times, interleaved, so drift on the machine hits them alike. It prints
+# requests/s, latency p50/p99 and CPU time per request (user and system, all threads,
+# from /proc) per run, the means, and the ratios.
 #
 #   bash scripts/bench-track.sh                  # 2 rounds of 10 s each
 #   DURATION=5s ROUNDS=1 bash scripts/bench-track.sh
@@ -19,7 +22,7 @@
 #
 # Settings (environment): DURATION (wrk -d, default 10s), ROUNDS (2), CONNECTIONS (32),
 # THREADS (wrk -t, 1), WARMUP (2s, not counted), TENANTS (100), PORT (3911; the baseline
-# uses PORT+1), SERVER_CPU (0), CLIENT_CPU (1), BUILD (1; 0 reuses the release binaries),
+# uses PORT+1, the floor PORT+2), SERVER_CPU (0), CLIENT_CPU (1), BUILD (1; 0 reuses the release binaries),
 # SERVER_BIN and BASE_BIN (the binaries to run, to compare builds; default the release ones),
 # BATCH (0; 1 to 1,000 sends that many events per request to POST /api/track/batch instead,
 # measures the server alone, and prints events/s and CPU time per event).
@@ -44,10 +47,11 @@ case "$BATCH" in
   '' | *[!0-9]*) echo "BATCH must be a number from 0 to 1000" >&2; exit 1 ;;
 esac
 if [ "$BATCH" -gt 1000 ]; then echo "BATCH must be a number from 0 to 1000" >&2; exit 1; fi
-targets="server baseline"
+targets="server baseline floor"
 [ "$BATCH" -gt 0 ] && targets="server"
 ADDR="127.0.0.1:${PORT}"
 BASE_ADDR="127.0.0.1:$((PORT + 1))"
+FLOOR_ADDR="127.0.0.1:$((PORT + 2))"
 ADMIN_EMAIL="bench-admin@example.com"
 ADMIN_PASSWORD="bench admin password $$-$RANDOM"
 
@@ -126,6 +130,12 @@ base_pid=$!
 pids+=("$base_pid")
 wait_for "http://$BASE_ADDR/" "$work/baseline.log" "$base_pid"
 
+echo "== starting the floor (the baseline, durable) on $FLOOR_ADDR (cpu $SERVER_CPU, file in $work/floor)"
+"${pin_server[@]}" "$base_bin" "$FLOOR_ADDR" --durable "$work/floor" >"$work/floor.log" 2>&1 &
+floor_pid=$!
+pids+=("$floor_pid")
+wait_for "http://$FLOOR_ADDR/" "$work/floor.log" "$floor_pid"
+
 echo "== an admin makes the bench plan; $TENANTS tenants sign up on it"
 admin_token=$(curl -sf -H 'content-type: application/json' \
   -d "{\"email\":\"$ADMIN_EMAIL\",\"password\":\"$ADMIN_PASSWORD\"}" "http://$ADDR/auth/login" | json_field access_token)
@@ -181,7 +191,7 @@ PY
 )
 read -r token tenant <<<"$first"
 body="{\"tenant_id\":\"$tenant\",\"service_name\":\"bench\",\"endpoint\":\"/items/{id}\",\"method\":\"GET\",\"credits_used\":1}"
-for addr in "$ADDR" "$BASE_ADDR"; do
+for addr in "$ADDR" "$BASE_ADDR" "$FLOOR_ADDR"; do
   code=$(curl -s -o "$work/check" -w '%{http_code}' -H 'content-type: application/json' \
     -H "authorization: Bearer $token" -d "$body" "http://$addr/api/track")
   if [ "$code" != 200 ]; then
@@ -207,14 +217,20 @@ load() { # addr duration pid -> "rps p50 p99 non2xx errors requests cpu_us_per_r
 
 echo "== warm-up ($WARMUP each)"
 load "$ADDR" "$WARMUP" "$server_pid" >/dev/null
-[ "$BATCH" -gt 0 ] || load "$BASE_ADDR" "$WARMUP" "$base_pid" >/dev/null
+if [ "$BATCH" -eq 0 ]; then
+  load "$BASE_ADDR" "$WARMUP" "$base_pid" >/dev/null
+  load "$FLOOR_ADDR" "$WARMUP" "$floor_pid" >/dev/null
+fi
 
 echo "== measuring: $ROUNDS rounds x ($targets), wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $TENANTS tenants, batch $BATCH"
 : >"$work/results"
 for round in $(seq "$ROUNDS"); do
   for target in $targets; do
-    addr=$ADDR pid=$server_pid
-    [ "$target" = baseline ] && addr=$BASE_ADDR pid=$base_pid
+    case "$target" in
+      server) addr=$ADDR pid=$server_pid ;;
+      baseline) addr=$BASE_ADDR pid=$base_pid ;;
+      floor) addr=$FLOOR_ADDR pid=$floor_pid ;;
+    esac
     read -r rps p50 p99 non2xx errors requests cpu <<<"$(load "$addr" "$DURATION" "$pid")"
     echo "$target $round $rps $p50 $p99 $non2xx $errors $requests $cpu" >>"$work/results"
     printf '   round %d %-9s %9.0f req/s  p50 %6d us  p99 %6d us  CPU %5.1f us/req  non-2xx %s  socket errors %s\n' \
@@ -240,6 +256,8 @@ awk -v rounds="$ROUNDS" -v batch="$BATCH" -v targets="$targets" '
     ratio = rps["server"] / rps["baseline"]
     printf "\n   server / baseline requests/s: %.1f%%\n", 100 * ratio
     printf "   server / baseline CPU time per request: %.1fx\n", cpu["server"] / cpu["baseline"]
+    printf "   floor / baseline requests/s: %.1f%% (durability alone, p99 %d us at worst)\n", 100 * rps["floor"] / rps["baseline"], worst["floor"]
+    printf "   server / floor requests/s: %.1f%%\n", 100 * rps["server"] / rps["floor"]
     ok = ratio >= 0.5 && worst["server"] < 5000 && bad["server"] == 0
     printf "   target (>= 50%% of the baseline, p99 < 5 ms, no errors): %s\n", ok ? "met" : "NOT met"
   }' "$work/results"
