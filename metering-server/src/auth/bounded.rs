@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use metering_core::Timestamp;
 
 /// What the bounded map needs to know about its values.
@@ -18,13 +20,13 @@ pub(crate) trait Expiring {
 /// A map of at most `capacity` entries.
 #[derive(Debug)]
 pub(crate) struct BoundedMap<V> {
-    entries: HashMap<String, V>,
+    entries: HashMap<String, V, RandomState>,
     capacity: usize,
 }
 
 impl<V: Expiring> BoundedMap<V> {
     pub(crate) fn new(capacity: usize) -> Self {
-        BoundedMap { entries: HashMap::new(), capacity: capacity.max(1) }
+        BoundedMap { entries: HashMap::default(), capacity: capacity.max(1) }
     }
 
     /// The live entry for `key`, if any (an expired one is removed).

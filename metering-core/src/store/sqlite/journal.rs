@@ -20,6 +20,8 @@
 //! no new size or extent to record: about half the latency of syncing a growing file.
 
 use std::collections::{HashMap, VecDeque};
+
+use foldhash::fast::RandomState;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -80,7 +82,7 @@ pub(super) struct Journal {
     /// Segments closed to appends, oldest first, waiting for the indexer.
     sealed: VecDeque<Arc<Segment>>,
     /// Each waiting record's segment number and position in it.
-    keys: HashMap<Key, (u64, usize)>,
+    keys: HashMap<Key, (u64, usize), RandomState>,
     /// Set when a failed write could not be undone: the segment's tail is unknown, so
     /// appends are refused until the store is opened again (and replays what is valid).
     broken: bool,
@@ -175,7 +177,7 @@ impl Journal {
             spare: None,
             spare_coming: false,
             sealed: VecDeque::new(),
-            keys: HashMap::new(),
+            keys: HashMap::default(),
             broken: false,
             lookup,
         })
@@ -229,7 +231,8 @@ impl Journal {
         }
         let mut outcomes = Vec::with_capacity(records.len());
         let mut fresh: Vec<LedgerRecord> = Vec::with_capacity(records.len());
-        let mut in_batch: HashMap<Key, usize> = HashMap::with_capacity(records.len());
+        let mut in_batch: HashMap<Key, usize, RandomState> =
+            HashMap::with_capacity_and_hasher(records.len(), RandomState::default());
         for record in records {
             let key = (record.event.tenant_id.clone(), record.event.event_id.clone());
             let earlier = match in_batch.get(&key) {
@@ -351,7 +354,8 @@ impl Journal {
                     Spare { no, file }
                 }
             };
-            self.active = Some(Active { no: spare.no, file: spare.file, len: 0, records: Vec::new(), indexed: 0 });
+            let records = Vec::with_capacity(SEGMENT_RECORDS);
+            self.active = Some(Active { no: spare.no, file: spare.file, len: 0, records, indexed: 0 });
         }
         Ok(self.active.as_mut().expect("made above"))
     }
