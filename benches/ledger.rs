@@ -8,8 +8,10 @@
 //!   indexed into the `ledger` table in the background (WAL, `synchronous = FULL`). The
 //!   time of a sample ends with a `flush`, so it includes indexing every record it appended;
 //! - `memory`: [`MemoryRecords`], the floor of what storing a record costs;
-//! - `sqlite_file_uniform`: the worst case for SQLite, every record of a batch from another
-//!   tenant (see "Tenants" below).
+//! - `sqlite_file_uniform`: every record of a batch from another tenant (see "Tenants"
+//!   below);
+//! - `sqlite_file_keyed`: records whose `event_id` the caller chose, each of which the
+//!   store also keeps a key entry for (the others have engine-generated UUIDv7 ids).
 //!
 //! Each appends batches of 1, 100 and 1,000 fresh records per `RecordStore::append` (the
 //! batches group commit hands the store: 1 when idle, up to 1,024 under load). Throughput
@@ -22,9 +24,8 @@
 //!
 //! Records come from 1,000 tenants. By default the mix is skewed as real traffic is: the
 //! tenant of rank `r` makes a share of calls proportional to about `1 / r` (the busiest
-//! makes 14%, the ten busiest 42%). Indexing rewrites about one page of the
-//! tenant-ordered index per distinct tenant in a transaction, so the uniform mix is the
-//! most expensive per record.
+//! makes 14%, the ten busiest 42%). Indexing writes a block per distinct tenant in a
+//! transaction, so the uniform mix makes the most, smallest blocks.
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -57,11 +58,18 @@ struct Records {
     start: Timestamp,
     made: u64,
     mix: Mix,
+    /// Whether each record carries an `event_id` of the caller's.
+    keyed: bool,
 }
 
 impl Records {
     fn new(mix: Mix) -> Self {
-        Records { start: Timestamp::from_datetime("2026-03-14T12:00:00Z".parse().expect("instant")), made: 0, mix }
+        let start = Timestamp::from_datetime("2026-03-14T12:00:00Z".parse().expect("instant"));
+        Records { start, made: 0, mix, keyed: false }
+    }
+
+    fn keyed(mix: Mix) -> Self {
+        Records { keyed: true, ..Self::new(mix) }
     }
 
     /// The tenant of the `i`th record.
@@ -85,8 +93,11 @@ impl Records {
         self.made += 1;
         let now = Timestamp::from_micros(self.start.as_micros() + (i * 1_000) as i64);
         let endpoint = ["/notes", "/notes/{id}", "/search"][(i % 3) as usize];
-        let raw = UsageEvent::new(format!("tenant-{:04}", self.tenant(i)), "notes-api", endpoint, "GET")
+        let mut raw = UsageEvent::new(format!("tenant-{:04}", self.tenant(i)), "notes-api", endpoint, "GET")
             .with_credits(1 + (i % 3) as i64);
+        if self.keyed {
+            raw = raw.with_event_id(format!("order-{i:012}"));
+        }
         let event = raw.validate_at(now, &TimeBounds::default()).expect("a valid event");
         let denied = i % 20 == 19;
         let decision = Decision {
@@ -194,6 +205,15 @@ fn ledger_append(c: &mut Criterion) {
     let sqlite = SqliteRecords::open(&file.0).expect("open sqlite");
     group.bench_with_input(BenchmarkId::new("sqlite_file_uniform", n), &n, |b, &n| {
         b.iter_custom(|iters| time_appends(&rt, &sqlite, &mut uniform, n, iters));
+    });
+    drop(sqlite);
+    drop(file);
+
+    let mut keyed = Records::keyed(Mix::Skewed);
+    let file = TempDb::new("keyed");
+    let sqlite = SqliteRecords::open(&file.0).expect("open sqlite");
+    group.bench_with_input(BenchmarkId::new("sqlite_file_keyed", n), &n, |b, &n| {
+        b.iter_custom(|iters| time_appends(&rt, &sqlite, &mut keyed, n, iters));
     });
     group.finish();
 }
