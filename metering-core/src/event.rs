@@ -157,13 +157,21 @@ impl EventId {
     /// hyphenated UUIDv7) was made for: for a generated key, the instant it was generated
     /// at, floored to the millisecond. `None` for a key of any other form.
     pub fn generated_ms(&self) -> Option<Timestamp> {
-        let uuid = uuid::Uuid::try_parse(&self.id).ok()?;
-        if uuid.get_version_num() != 7 || *uuid.hyphenated().encode_lower(&mut [0; 36]) != *self.id {
-            return None;
-        }
-        let (secs, nanos) = uuid.get_timestamp()?.to_unix();
+        let (secs, nanos) = self.generated_uuid()?.get_timestamp()?.to_unix();
         let millis = i64::try_from(secs).ok()?.checked_mul(1_000)?.checked_add(i64::from(nanos / 1_000_000))?;
         Some(Timestamp::from_micros(millis.checked_mul(1_000)?))
+    }
+
+    /// The 16 bytes of a key in the form [`generate`](Self::generate) makes; `None` for a
+    /// key of any other form.
+    pub fn generated_bytes(&self) -> Option<[u8; 16]> {
+        self.generated_uuid().map(uuid::Uuid::into_bytes)
+    }
+
+    fn generated_uuid(&self) -> Option<uuid::Uuid> {
+        let uuid = uuid::Uuid::try_parse(&self.id).ok()?;
+        let canonical = uuid.get_version_num() == 7 && *uuid.hyphenated().encode_lower(&mut [0; 36]) == *self.id;
+        canonical.then_some(uuid)
     }
 }
 
@@ -449,13 +457,16 @@ mod tests {
         assert_eq!(generated.generated_ms(), Some(Timestamp::from_micros(1_800_000_000_123_000)));
         let sent_back = EventId::new(generated.as_str()).unwrap();
         assert_eq!(sent_back.generated_ms(), generated.generated_ms(), "the form tells, not where it came from");
+        let bytes = generated.generated_bytes().unwrap();
+        assert_eq!(uuid::Uuid::from_bytes(bytes).hyphenated().to_string(), generated.as_str());
         for other in [
             generated.as_str().to_uppercase(),
             generated.as_str().replace('-', ""),
             "0194d3c1-7a2b-4c3d-8e4f-123456789abc".to_owned(),
             "order-17".to_owned(),
         ] {
-            assert_eq!(EventId::new(other.clone()).unwrap().generated_ms(), None, "{other}");
+            let other = EventId::new(other).unwrap();
+            assert_eq!((other.generated_ms(), other.generated_bytes()), (None, None), "{}", other.as_str());
         }
     }
 

@@ -286,7 +286,7 @@ DROP INDEX ledger_tenant_time;
 CREATE INDEX ledger_tenant_time ON ledger (tenant_id, ts, event_id, counted, credits_charged, decided_at);
 ";
 
-/// The ledger ledger table's columns before version 4, in [`decode_v3_record`]'s order.
+/// The columns of the ledger table before version 4, in [`decode_v3_record`]'s order.
 const V3_RECORD_COLUMNS: &str = "tenant_id, event_id, ts, decided_at, counted, service_name, endpoint, method, \
      credits_used, premium, feature, region, fingerprint, status, decision";
 
@@ -726,32 +726,27 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
     tx.commit().map_err(db)
 }
 
-/// Version 4: the ledger's records move from one row each into blocks (see [`blocks`]),
-/// a tenant's records of one event time run at a time, and the old table goes.
+/// Version 4: the ledger's records move from a row each into blocks (see [`blocks`]),
+/// read in order of tenant and event time and written a batch at a time, and the old
+/// table goes.
 fn ledger_into_blocks(c: &Connection) -> Result<(), Error> {
+    const BATCH: usize = 8 * blocks::BLOCK_RECORDS;
     c.execute_batch(blocks::SCHEMA).map_err(db)?;
     let mut read =
         c.prepare(&format!("SELECT {V3_RECORD_COLUMNS} FROM ledger ORDER BY tenant_id, ts, event_id")).map_err(db)?;
     let mut rows = read.query([]).map_err(db)?;
-    let mut run = Vec::with_capacity(blocks::BLOCK_RECORDS);
-    let mut moved = 0usize;
-    loop {
-        let next = rows.next().map_err(db)?.map(decode_v3_record).transpose()?;
-        let ends = match (&next, run.last()) {
-            (Some(r), Some(last)) => run.len() == blocks::BLOCK_RECORDS || !same_tenant(r, last),
-            (None, Some(_)) => true,
-            (_, None) => false,
-        };
-        if ends {
-            moved += run.len();
-            blocks::write(c, run.iter().collect())?;
-            run.clear();
-        }
-        match next {
-            Some(r) => run.push(r),
-            None => break,
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut moved = 0;
+    while let Some(row) = rows.next().map_err(db)? {
+        batch.push(decode_v3_record(row)?);
+        if batch.len() == BATCH {
+            blocks::write(c, batch.iter().collect())?;
+            moved += batch.len();
+            batch.clear();
         }
     }
+    blocks::write(c, batch.iter().collect())?;
+    moved += batch.len();
     drop(rows);
     drop(read);
     c.execute_batch("DROP TABLE ledger").map_err(db)?;
@@ -759,10 +754,6 @@ fn ledger_into_blocks(c: &Connection) -> Result<(), Error> {
         tracing::info!(records = moved, "ledger moved into blocks (schema version 4)");
     }
     Ok(())
-}
-
-fn same_tenant(a: &LedgerRecord, b: &LedgerRecord) -> bool {
-    a.event.tenant_id == b.event.tenant_id
 }
 
 /// Maps a SQLite failure to a backend-neutral error with a short message; the details

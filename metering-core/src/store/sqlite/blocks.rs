@@ -26,7 +26,9 @@
 //! no entry: it is a UUIDv7 of its decision's millisecond (see
 //! [`EventId::generated_ms`]), so the blocks that can hold it are the tenant's blocks
 //! whose decision times cover that millisecond. Such a key sent back by a caller, or
-//! replayed from the journal, is found there.
+//! replayed from the journal, is found there: each block keeps the 16 bytes of every key
+//! of that form it holds, sorted, in `generated`, so looking costs a binary search per
+//! candidate block, and a block is decoded only when it holds the key.
 
 use std::collections::HashMap;
 
@@ -53,6 +55,7 @@ CREATE TABLE ledger_blocks (
     counted INTEGER NOT NULL,
     credits INTEGER NOT NULL,
     keyed INTEGER NOT NULL,
+    generated BLOB NOT NULL,
     body BLOB NOT NULL
 ) STRICT;
 CREATE INDEX ledger_blocks_tenant_time ON ledger_blocks (tenant_id, max_ts, min_ts);
@@ -80,17 +83,17 @@ const BLOCK_V1: u8 = 1;
 const LOOKUP_CACHE: usize = 64;
 
 const INSERT_BLOCK: &str = "INSERT INTO ledger_blocks \
-     (tenant_id, min_ts, max_ts, min_decided, max_decided, records, counted, credits, keyed, body) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+     (tenant_id, min_ts, max_ts, min_decided, max_decided, records, counted, credits, keyed, generated, body) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 const UPDATE_BLOCK: &str = "UPDATE ledger_blocks SET min_ts = ?2, max_ts = ?3, min_decided = ?4, \
-     max_decided = ?5, records = ?6, counted = ?7, credits = ?8, body = ?9 WHERE id = ?1";
+     max_decided = ?5, records = ?6, counted = ?7, credits = ?8, generated = ?9, body = ?10 WHERE id = ?1";
 const INSERT_KEY: &str = "INSERT INTO ledger_keys (event_id, tenant_id, block) VALUES (?1, ?2, ?3)";
 const SELECT_KEY: &str = "SELECT block FROM ledger_keys WHERE event_id = ?1 AND tenant_id = ?2";
 const DELETE_KEY: &str = "DELETE FROM ledger_keys WHERE event_id = ?1 AND tenant_id = ?2";
 const SELECT_BODY: &str = "SELECT body FROM ledger_blocks WHERE id = ?1";
 /// The blocks of tenant `?1` whose decisions may cover `[?3, ?4]`, those starting at
 /// or after `?2` (a span before `?3`).
-const BLOCKS_DECIDED_AT: &str = "SELECT id FROM ledger_blocks \
+const BLOCKS_DECIDED_AT: &str = "SELECT id, generated FROM ledger_blocks \
      WHERE tenant_id = ?1 AND min_decided >= ?2 AND min_decided <= ?4 AND max_decided >= ?3";
 /// Blocks holding event times in `[?lo, ?hi)`: last event time from `?lo` to `?hi` plus a
 /// span (`?hi_plus`), first one before `?hi`.
@@ -170,6 +173,7 @@ pub(super) fn write(c: &Connection, mut records: Vec<&LedgerRecord>) -> Result<(
                 encoded.counted,
                 encoded.credits,
                 keyed,
+                encoded.generated,
                 encoded.body,
             ])
             .map_err(db)?;
@@ -220,6 +224,8 @@ struct Encoded {
     records: i64,
     counted: i64,
     credits: i64,
+    /// The 16 bytes of each key of the generated form, sorted.
+    generated: Vec<u8>,
     body: Vec<u8>,
 }
 
@@ -230,6 +236,7 @@ impl Encoded {
         body.push(BLOCK_V1);
         let (mut min_decided, mut max_decided) = (i64::MAX, i64::MIN);
         let (mut counted, mut credits) = (0u64, 0u64);
+        let mut generated: Vec<[u8; 16]> = Vec::new();
         for r in block {
             let at = body.len();
             body.extend_from_slice(&[0; 4]);
@@ -242,7 +249,9 @@ impl Encoded {
                 counted += 1;
                 credits = credits.saturating_add(r.decision.credits_charged);
             }
+            generated.extend(r.event.event_id.generated_bytes());
         }
+        generated.sort_unstable();
         let (first, last) = match block {
             [first, .., last] => (first, last),
             [only] => (only, only),
@@ -256,6 +265,7 @@ impl Encoded {
             records: signed(block.len() as u64, "records")?,
             counted: signed(counted, "counted")?,
             credits: signed(credits, "credits")?,
+            generated: generated.concat(),
             body,
         })
     }
@@ -300,15 +310,23 @@ impl<'c> Lookup<'c> {
             let found = self.in_block(block, tenant, id)?;
             return found.map(Some).ok_or_else(|| Error::Corrupt("a ledger key names a block without it".into()));
         }
-        let Some(ms) = id.generated_ms().map(Timestamp::as_micros) else { return Ok(None) };
-        let blocks = {
-            let mut s = self.c.prepare_cached(BLOCKS_DECIDED_AT).map_err(db)?;
-            let rows = s
-                .query_map(params![tenant.as_str(), ms.saturating_sub(BLOCK_SPAN), ms, ms + 999], |row| row.get(0))
-                .map_err(db)?;
-            rows.collect::<Result<Vec<i64>, _>>().map_err(db)?
+        let (Some(ms), Some(bytes)) = (id.generated_ms().map(Timestamp::as_micros), id.generated_bytes()) else {
+            return Ok(None);
         };
-        for block in blocks {
+        let holding = {
+            let mut s = self.c.prepare_cached(BLOCKS_DECIDED_AT).map_err(db)?;
+            let mut rows =
+                s.query(params![tenant.as_str(), ms.saturating_sub(BLOCK_SPAN), ms, ms + 999]).map_err(db)?;
+            let mut holding = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                let generated = row.get_ref(1).and_then(|v| v.as_blob().map_err(Into::into)).map_err(db)?;
+                if holds(generated, &bytes) {
+                    holding.push(row.get::<_, i64>(0).map_err(db)?);
+                }
+            }
+            holding
+        };
+        for block in holding {
             if let Some(found) = self.in_block(block, tenant, id)? {
                 return Ok(Some(found));
             }
@@ -331,6 +349,11 @@ impl<'c> Lookup<'c> {
         let records = self.decoded.get(&block).map_or(&[][..], Vec::as_slice);
         Ok(records.iter().find(|r| r.event.event_id == *id && r.event.tenant_id == *tenant).cloned())
     }
+}
+
+/// Whether a block's sorted `generated` keys hold `key`.
+fn holds(generated: &[u8], key: &[u8; 16]) -> bool {
+    generated.as_chunks::<16>().0.binary_search(key).is_ok()
 }
 
 /// The bounds on event times `[lo, hi)` of blocks to read for `q` (with its cursor when
@@ -483,6 +506,7 @@ pub(super) fn prune(c: &Connection, before: Timestamp, max_blocks: usize) -> Res
                     e.records,
                     e.counted,
                     e.credits,
+                    e.generated,
                     e.body
                 ])
             })
@@ -531,7 +555,7 @@ mod tests {
             (
                 BLOCKS_DECIDED_AT,
                 tenant_and(&[0, 1, 2]),
-                "SEARCH ledger_blocks USING COVERING INDEX ledger_blocks_decided (tenant_id=? AND min_decided>? AND min_decided<?)",
+                "SEARCH ledger_blocks USING INDEX ledger_blocks_decided (tenant_id=? AND min_decided>? AND min_decided<?)",
             ),
             (PRUNABLE, ints(&[0, 1, 2]), "SEARCH ledger_blocks USING INDEX ledger_blocks_time (max_ts<?)"),
             (
@@ -576,6 +600,27 @@ mod tests {
         let decided_apart = [at(&base, 5_000), late];
         let sorted: Vec<&LedgerRecord> = decided_apart.iter().collect();
         assert_eq!(cut(&sorted).len(), 2, "decisions further apart than the span");
+    }
+
+    #[test]
+    fn a_generated_key_is_looked_for_only_in_a_block_that_holds_it() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        let at = Timestamp::from_secs(1_800_000_000);
+        let mut stored = sample_record("acme", "k", 1);
+        stored.event.event_id = EventId::generate(at);
+        stored.decided_at = at;
+        let neighbour = EventId::new(EventId::generate(at).as_str()).unwrap();
+        assert_eq!(neighbour.generated_ms(), stored.event.event_id.generated_ms(), "the same millisecond");
+        write(&c, vec![&stored]).unwrap();
+
+        let mut lookup = Lookup::new(&c);
+        let acme = TenantId::new("acme").unwrap();
+        assert_eq!(lookup.find(&acme, &neighbour).unwrap(), None);
+        assert!(lookup.decoded.is_empty(), "a key the block does not hold reads no body");
+        let sent_back = EventId::new(stored.event.event_id.as_str()).unwrap();
+        assert_eq!(lookup.find(&acme, &sent_back).unwrap(), Some(stored.clone()));
+        assert_eq!(lookup.find(&TenantId::new("beta").unwrap(), &sent_back).unwrap(), None, "another tenant's");
     }
 
     #[test]
