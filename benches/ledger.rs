@@ -5,7 +5,7 @@
 //! Subjects, each beside a baseline in the same run:
 //! - `sqlite_file`: [`SqliteRecords`] on a file in the temp dir, the embedded default: an
 //!   `append` writes and syncs the ledger journal (one `fdatasync`), and full segments are
-//!   indexed into the `ledger` table in the background (WAL, `synchronous = FULL`). The
+//!   moved into ledger blocks in the background (WAL, `synchronous = FULL`). The
 //!   time of a sample ends with a `flush`, so it includes indexing every record it appended;
 //! - `memory`: [`MemoryRecords`], the floor of what storing a record costs;
 //! - `sqlite_file_uniform`: every record of a batch from another tenant (see "Tenants"

@@ -554,7 +554,7 @@ impl SqliteRecords {
         Ok(outcomes)
     }
 
-    /// Moves what waits in the journal into the ledger table; with `everything`, the
+    /// Moves what waits in the journal into ledger blocks; with `everything`, the
     /// records of the segment appends go to as well (it stays open to them), so a read
     /// that follows sees every acknowledged append.
     async fn index_journal(&self, everything: bool) -> Result<(), Error> {
@@ -646,7 +646,7 @@ fn user_values(u: &User) -> [Value; 6] {
 }
 
 /// Inserts the sealed segments' records (and, with `with_active`, the active segment's
-/// not yet indexed) into the ledger table in one transaction, then drops them from what
+/// not yet indexed) into ledger blocks in one transaction, then drops them from what
 /// the journal waits for.
 fn index_sealed(c: &mut Connection, share: &JournalShare, with_active: bool) -> Result<(), Error> {
     let (segments, active) = {
