@@ -190,24 +190,23 @@ pub(super) fn write(c: &Connection, mut records: Vec<&LedgerRecord>) -> Result<(
 fn cut<'r, 'a>(records: &'r [&'a LedgerRecord]) -> Vec<&'r [&'a LedgerRecord]> {
     let mut blocks = Vec::new();
     let mut start = 0;
-    let (mut first_decided, mut last_decided) = (0, 0);
+    // The decision times the block begun at `start` spans so far.
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
     for (i, r) in records.iter().enumerate() {
         let decided = r.decided_at.as_micros();
-        if i > start {
-            let first = records[start];
-            let (lo, hi) = (first_decided.min(decided), last_decided.max(decided));
-            let ends = first.event.tenant_id != r.event.tenant_id
+        let first = records[start];
+        let ends = i > start
+            && (first.event.tenant_id != r.event.tenant_id
                 || i - start == BLOCK_RECORDS
                 || r.event.timestamp.as_micros() - first.event.timestamp.as_micros() > BLOCK_SPAN
-                || hi - lo > BLOCK_SPAN;
-            if !ends {
-                (first_decided, last_decided) = (lo, hi);
-                continue;
-            }
+                || hi.max(decided) - lo.min(decided) > BLOCK_SPAN);
+        if ends {
             blocks.push(&records[start..i]);
             start = i;
+            (lo, hi) = (decided, decided);
+        } else {
+            (lo, hi) = (lo.min(decided), hi.max(decided));
         }
-        (first_decided, last_decided) = (decided, decided);
     }
     if start < records.len() {
         blocks.push(&records[start..]);
