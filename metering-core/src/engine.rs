@@ -186,6 +186,16 @@ struct Inner {
     writer: Option<LedgerWriter>,
 }
 
+/// The answer to a call whose `event_id` the ledger already holds in `first`: its
+/// decision when the content is the same, a conflict otherwise.
+fn first_decision(first: LedgerRecord, admission: &Admission) -> Result<Decision, Error> {
+    if first.event.fingerprint == admission.fingerprint {
+        Ok(first.decision)
+    } else {
+        Err(Error::IdempotencyConflict(admission.event_id.clone()))
+    }
+}
+
 /// How many times a decision retries after loading a tenant's counters.
 const LOAD_ATTEMPTS: usize = 3;
 
@@ -324,8 +334,11 @@ impl Engine {
 
     /// Hands the ticket's ledger record to the writer (or writes it, without one).
     async fn start_settling(&self, ticket: Ticket, outcome: Outcome) -> Result<Settling, Error> {
-        if ticket.replayed || !self.worth_recording(&ticket) {
+        if ticket.replayed {
             return Ok(Settling::Answered(ticket.decision));
+        }
+        if !self.worth_recording(&ticket) {
+            return self.answer_unrecorded(ticket).await.map(Settling::Answered);
         }
         let (record, admission) = self.record_of(ticket, outcome).await?;
         let (decision, counted) = (record.decision.clone(), record.counted);
@@ -351,25 +364,36 @@ impl Engine {
             RecordWrite::Queued(queued) => queued.written().await,
             RecordWrite::Done(done) => done,
         };
-        match appended {
-            Ok(Appended::Inserted) => Ok(decision),
-            Ok(Appended::Duplicate(first)) => {
-                // The hot store had forgotten this event_id (restart, wipe or expiry):
-                // the ledger remembers, so undo this decision and answer the first one.
-                if counted {
-                    self.inner.hot.revert(&admission).await?;
-                }
-                if first.event.fingerprint == admission.fingerprint {
-                    Ok(first.decision)
-                } else {
-                    Err(Error::IdempotencyConflict(admission.event_id))
-                }
-            }
-            Err(e) => {
-                if counted {
-                    self.inner.hot.revert(&admission).await?;
-                }
-                Err(e)
+        if let Ok(Appended::Inserted) = appended {
+            return Ok(decision);
+        }
+        // Either the ledger holds the event_id already (the hot store had forgotten it:
+        // a restart, a wipe or an expiry) or the record is not written: this decision
+        // is undone, counts and remembered answer alike.
+        if counted {
+            self.inner.hot.revert(&admission).await?;
+        } else {
+            self.inner.hot.forget(&admission).await?;
+        }
+        match appended? {
+            Appended::Duplicate(first) => first_decision(*first, &admission),
+            Appended::Inserted => Ok(decision),
+        }
+    }
+
+    /// The answer to a denial that is not written to the ledger (over the tenant's
+    /// budget): the denial, unless the ledger holds the caller's `event_id` already (a
+    /// retry the hot store had forgotten), which gets the first decision.
+    async fn answer_unrecorded(&self, ticket: Ticket) -> Result<Decision, Error> {
+        let admission = &ticket.admission;
+        if !admission.remember {
+            return Ok(ticket.decision);
+        }
+        match self.inner.records.record(&admission.tenant, &admission.event_id).await? {
+            None => Ok(ticket.decision),
+            Some(first) => {
+                self.inner.hot.forget(admission).await?;
+                first_decision(first, admission)
             }
         }
     }

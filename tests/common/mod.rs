@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use metering::core::store::memory::{MemoryHot, MemoryRecords};
 use metering::core::store::sqlite::SqliteRecords;
 use metering::core::store::{HotStore, RecordStore};
-use metering::core::{Engine, GroupCommit, ManualClock, Plan, PlanId, Tenant, TenantId};
+use metering::core::{Engine, EngineBuilder, GroupCommit, ManualClock, Plan, PlanId, Tenant, TenantId};
 
 /// The instant every test starts at: mid-month, mid-day, so no window is about to roll.
 pub const START: &str = "2026-03-14T12:00:00Z";
@@ -75,4 +75,70 @@ pub async fn tenant_on(engine: &Engine, id: &str, plan: Plan) -> TenantId {
 /// A plan `id` with `credits` a month and no windows.
 pub fn plan(id: &str, credits: u64) -> Plan {
     Plan::new(PlanId::new(id).unwrap(), credits)
+}
+
+/// How a running [`Instance`] stops before it starts again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Flushes the ledger first, as the server does on SIGTERM.
+    Graceful,
+    /// Stops without flushing: the journal is left as a killed process leaves it.
+    Crash,
+}
+
+/// An engine over a backend's storage that can be stopped and started again on it: the
+/// records survive, the hot counters start empty.
+pub struct Instance {
+    /// The running engine.
+    pub engine: Engine,
+    records: Arc<dyn RecordStore>,
+    backend: Backend,
+    clock: ManualClock,
+    configure: fn(EngineBuilder) -> EngineBuilder,
+}
+
+impl Instance {
+    /// Starts on fresh storage of `backend`, the engine built as `configure` says.
+    pub async fn start(backend: &Backend, clock: &ManualClock, configure: fn(EngineBuilder) -> EngineBuilder) -> Self {
+        Self::on(backend.records(), backend.clone(), clock.clone(), configure).await
+    }
+
+    async fn on(
+        records: Arc<dyn RecordStore>,
+        backend: Backend,
+        clock: ManualClock,
+        configure: fn(EngineBuilder) -> EngineBuilder,
+    ) -> Self {
+        let builder = Engine::builder(Arc::clone(&records), Arc::new(MemoryHot::new()))
+            .clock(clock.clone())
+            .group_commit(GroupCommit::default());
+        let engine = configure(builder).build().unwrap();
+        engine.seed_plans().await.unwrap();
+        Instance { engine, records, backend, clock, configure }
+    }
+
+    /// Stops as `stop` says and starts again on the same storage.
+    pub async fn restart(self, stop: Stop) -> Self {
+        let Instance { engine, records, backend, clock, configure } = self;
+        if stop == Stop::Graceful {
+            engine.flush().await.unwrap();
+        }
+        drop(engine);
+        let records = match backend {
+            Backend::Memory => records,
+            Backend::Sqlite(_) => {
+                // The group-commit writer lets go of the store once it sees the engine gone.
+                for _ in 0..10_000 {
+                    if Arc::strong_count(&records) == 1 {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                assert_eq!(Arc::strong_count(&records), 1, "the stopped engine still holds the store");
+                drop(records);
+                backend.records()
+            }
+        };
+        Self::on(records, backend, clock, configure).await
+    }
 }

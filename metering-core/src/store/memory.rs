@@ -270,6 +270,10 @@ impl Counters {
         }
         let c = self.credits.get_mut(a.period.start);
         c.used = c.used.saturating_sub(a.cost);
+        self.forget(a, key);
+    }
+
+    fn forget(&mut self, a: &Admission, key: u64) {
         if self.seen.get(&key).is_some_and(|s| s.event_id == a.event_id) {
             self.seen.remove(&key);
         }
@@ -392,6 +396,14 @@ impl HotStore for MemoryHot {
         let key = self.ids.hash_one(&a.event_id);
         if let Some(c) = self.tenants.shard(&a.tenant).lock().get_mut(&a.tenant) {
             c.revert(a, key);
+        }
+        Ok(())
+    }
+
+    async fn forget(&self, a: &Admission) -> Result<(), Error> {
+        let key = self.ids.hash_one(&a.event_id);
+        if let Some(c) = self.tenants.shard(&a.tenant).lock().get_mut(&a.tenant) {
+            c.forget(a, key);
         }
         Ok(())
     }

@@ -219,6 +219,11 @@ pub trait HotStore: Send + Sync + 'static {
     async fn admit(&self, admission: &Admission) -> Result<Admitted, Error>;
     /// Takes back what an admitted call counted, and forgets its `event_id`.
     async fn revert(&self, admission: &Admission) -> Result<(), Error>;
+    /// Forgets the decision remembered for the admission's `event_id`, once the ledger
+    /// showed it was not the one to answer with (the ledger held the id already, or the
+    /// record could not be written): the next call with the id is decided again and
+    /// meets the ledger's answer.
+    async fn forget(&self, admission: &Admission) -> Result<(), Error>;
     /// Loads a tenant's counters unless they are loaded already.
     async fn load(&self, tenant: &TenantId, snapshot: HotSnapshot) -> Result<(), Error>;
     /// Adds `amount` granted credits to a period if the balance stays at or above

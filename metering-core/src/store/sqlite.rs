@@ -17,7 +17,7 @@
 //! # Layout
 //!
 //! One table per kind of record: `plans`, `tenants`, `users`, `api_keys`, `grants`,
-//! `refresh_tokens` and `audit`, and the ledger's `ledger_blocks` and `ledger_keys`, all
+//! `refresh_tokens` and `audit`, and the ledger's `ledger_blocks` and `ledger_ids`, all
 //! `STRICT`. Columns that queries select, order or sum on are real columns (timestamps as
 //! INTEGER microseconds since the epoch); nested values (a plan, a tenant's overrides, an
 //! audited value) are JSON text.
@@ -30,9 +30,8 @@
 //! `(tenant_id, max_ts, min_ts)`, `(max_ts, min_ts)` and `(tenant_id, min_decided,
 //! max_decided)` make every listing, total, summary and prune one index range; a total
 //! takes the sums of the blocks wholly inside its range without decoding them.
-//! `ledger_keys (event_id, tenant_id)` points each key a caller chose at its block. A key
-//! the engine generated has no entry: it is a UUIDv7 of its decision's millisecond, found
-//! among the tenant's blocks decided then. New files use 64 KiB pages, which suit the
+//! `ledger_ids (key, block)` points every record's `(tenant, event_id)`, by a 64-bit key
+//! computed from them alone, at its block (see [`keys`]). New files use 64 KiB pages, which suit the
 //! large rows.
 //!
 //! The other tables' indexes: `users (tenant_id, email)` lists a tenant's users in order;
@@ -111,6 +110,7 @@ use crate::tenant::{BillingAnchor, Tenant, TenantId, TenantStatus};
 
 mod blocks;
 mod journal;
+mod keys;
 mod record_codec;
 mod schema;
 #[cfg(test)]
@@ -1050,9 +1050,13 @@ impl RecordStore for SqliteRecords {
     }
 
     async fn record(&self, tenant: &TenantId, event_id: &EventId) -> Result<Option<LedgerRecord>, Error> {
-        let (tenant, id) = (tenant.clone(), event_id.clone());
-        self.index_journal(true).await?;
-        self.read(move |c| blocks::Lookup::new(c).find(&tenant, &id)).await
+        let key = (tenant.clone(), event_id.clone());
+        // The records waiting in the journal first, then the blocks, without indexing
+        // what waits: a retry checked here must not cut the open segment into small blocks.
+        if let Some(found) = self.journal.as_ref().and_then(|share| share.journal.lock().waiting_record(&key)) {
+            return Ok(Some(found));
+        }
+        self.read(move |c| blocks::Lookup::new(c).find(&key.0, &key.1)).await
     }
 
     async fn records(&self, query: &LedgerQuery) -> Result<Vec<LedgerRecord>, Error> {

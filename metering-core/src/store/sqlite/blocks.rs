@@ -13,7 +13,7 @@
 //! |---|---|
 //! | `(tenant_id, max_ts, min_ts)` | a tenant's listing, totals by event time, summaries |
 //! | `(max_ts, min_ts)` | listings and summaries over every tenant, pruning |
-//! | `(tenant_id, min_decided, max_decided)` | totals by decision time; finding a generated key |
+//! | `(tenant_id, min_decided, max_decided)` | totals by decision time |
 //!
 //! No block spans more than [`BLOCK_SPAN`] of event times, nor of decision times, so the
 //! blocks holding records of a time range are those whose last event time lies in the
@@ -21,21 +21,15 @@
 //!
 //! # Keys
 //!
-//! `ledger_keys`, `(event_id, tenant_id) -> block`, holds every key a caller chose (or a
-//! store read back). A key the engine generated is unique when it is written and gets
-//! no entry: it is a UUIDv7 of its decision's millisecond (see
-//! [`EventId::generated_ms`]), so the blocks that can hold it are the tenant's blocks
-//! whose decision times cover that millisecond. Such a key sent back by a caller, or
-//! replayed from the journal, is found there: each block keeps the 16 bytes of every key
-//! of that form it holds, sorted, in `generated`, so looking costs a binary search per
-//! candidate block, and a block is decoded only when it holds the key.
+//! Every record has an entry in the key index (see [`keys`]), written with its block, so
+//! a record is found by `(tenant, event_id)` the same way whatever made the id.
 
 use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
-use super::{db, record_codec, signed};
+use super::{db, keys, record_codec, signed};
 use crate::clock::Timestamp;
 use crate::error::Error;
 use crate::event::EventId;
@@ -54,20 +48,11 @@ CREATE TABLE ledger_blocks (
     records INTEGER NOT NULL,
     counted INTEGER NOT NULL,
     credits INTEGER NOT NULL,
-    keyed INTEGER NOT NULL,
-    generated BLOB NOT NULL,
     body BLOB NOT NULL
 ) STRICT;
 CREATE INDEX ledger_blocks_tenant_time ON ledger_blocks (tenant_id, max_ts, min_ts);
 CREATE INDEX ledger_blocks_time ON ledger_blocks (max_ts, min_ts);
 CREATE INDEX ledger_blocks_decided ON ledger_blocks (tenant_id, min_decided, max_decided);
-
-CREATE TABLE ledger_keys (
-    event_id TEXT NOT NULL,
-    tenant_id TEXT NOT NULL,
-    block INTEGER NOT NULL,
-    PRIMARY KEY (event_id, tenant_id)
-) STRICT, WITHOUT ROWID;
 ";
 
 /// The most records in one block.
@@ -83,18 +68,11 @@ const BLOCK_V1: u8 = 1;
 const LOOKUP_CACHE: usize = 64;
 
 const INSERT_BLOCK: &str = "INSERT INTO ledger_blocks \
-     (tenant_id, min_ts, max_ts, min_decided, max_decided, records, counted, credits, keyed, generated, body) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+     (tenant_id, min_ts, max_ts, min_decided, max_decided, records, counted, credits, body) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 const UPDATE_BLOCK: &str = "UPDATE ledger_blocks SET min_ts = ?2, max_ts = ?3, min_decided = ?4, \
-     max_decided = ?5, records = ?6, counted = ?7, credits = ?8, generated = ?9, body = ?10 WHERE id = ?1";
-const INSERT_KEY: &str = "INSERT INTO ledger_keys (event_id, tenant_id, block) VALUES (?1, ?2, ?3)";
-const SELECT_KEY: &str = "SELECT block FROM ledger_keys WHERE event_id = ?1 AND tenant_id = ?2";
-const DELETE_KEY: &str = "DELETE FROM ledger_keys WHERE event_id = ?1 AND tenant_id = ?2";
+     max_decided = ?5, records = ?6, counted = ?7, credits = ?8, body = ?9 WHERE id = ?1";
 const SELECT_BODY: &str = "SELECT body FROM ledger_blocks WHERE id = ?1";
-/// The blocks of tenant `?1` whose decisions may cover `[?3, ?4]`, those starting at
-/// or after `?2` (a span before `?3`).
-const BLOCKS_DECIDED_AT: &str = "SELECT id, generated FROM ledger_blocks \
-     WHERE tenant_id = ?1 AND min_decided >= ?2 AND min_decided <= ?4 AND max_decided >= ?3";
 /// Blocks holding event times in `[?lo, ?hi)`: last event time from `?lo` to `?hi` plus a
 /// span (`?hi_plus`), first one before `?hi`.
 const LIST_TENANT: &str = "SELECT max_ts, body FROM ledger_blocks \
@@ -108,11 +86,8 @@ const TOTALS_BY_DECISION: &str = "SELECT counted, credits, \
      CASE WHEN min_decided >= ?2 AND max_decided < ?3 AND min_ts >= ?5 THEN NULL ELSE body END FROM ledger_blocks \
      WHERE tenant_id = ?1 AND min_decided >= ?4 AND min_decided < ?3 AND max_decided >= ?2 AND max_ts >= ?5";
 /// Blocks with records before `?2`: those whose last event time is before `?1` (`?2`
-/// plus a span). The body is left out where the whole block goes and no record of it
-/// has a key entry, as nothing in it needs reading.
-const PRUNABLE: &str = "SELECT id, records, \
-     CASE WHEN max_ts < ?2 AND keyed = 0 THEN NULL ELSE body END FROM ledger_blocks \
-     WHERE max_ts < ?1 AND min_ts < ?2 LIMIT ?3";
+/// plus a span).
+const PRUNABLE: &str = "SELECT id, body FROM ledger_blocks WHERE max_ts < ?1 AND min_ts < ?2 LIMIT ?3";
 const DELETE_BLOCK: &str = "DELETE FROM ledger_blocks WHERE id = ?1";
 
 /// Stores records, in order, in one transaction of the caller's: each is new, or a
@@ -146,8 +121,7 @@ pub(super) fn insert<'a>(
     Ok(outcomes)
 }
 
-/// Writes records known to be new as blocks, and a key entry for each whose id is not
-/// fresh (see [`EventId::is_fresh`]).
+/// Writes records known to be new as blocks, each with its entry in the key index.
 pub(super) fn write(c: &Connection, mut records: Vec<&LedgerRecord>) -> Result<(), Error> {
     records.sort_by(|a, b| {
         (&a.event.tenant_id, a.event.timestamp, &a.event.event_id).cmp(&(
@@ -157,14 +131,11 @@ pub(super) fn write(c: &Connection, mut records: Vec<&LedgerRecord>) -> Result<(
         ))
     });
     let mut insert_block = c.prepare_cached(INSERT_BLOCK).map_err(db)?;
-    let mut insert_key = c.prepare_cached(INSERT_KEY).map_err(db)?;
     for block in cut(&records) {
         let encoded = Encoded::of(block)?;
-        let tenant = block[0].event.tenant_id.as_str();
-        let keyed = block.iter().any(|r| !r.event.event_id.is_fresh());
         insert_block
             .execute(params![
-                tenant,
+                block[0].event.tenant_id.as_str(),
                 encoded.min_ts,
                 encoded.max_ts,
                 encoded.min_decided,
@@ -172,15 +143,26 @@ pub(super) fn write(c: &Connection, mut records: Vec<&LedgerRecord>) -> Result<(
                 encoded.records,
                 encoded.counted,
                 encoded.credits,
-                keyed,
-                encoded.generated,
                 encoded.body,
             ])
             .map_err(db)?;
-        let id = c.last_insert_rowid();
-        for r in block.iter().filter(|r| !r.event.event_id.is_fresh()) {
-            insert_key.execute(params![r.event.event_id.as_str(), tenant, id]).map_err(db)?;
-        }
+        index_keys(c, c.last_insert_rowid(), block.iter().copied())?;
+    }
+    Ok(())
+}
+
+/// Writes the key index entries of `records`, all held by `block`.
+pub(super) fn index_keys<'a>(
+    c: &Connection,
+    block: i64,
+    records: impl IntoIterator<Item = &'a LedgerRecord>,
+) -> Result<(), Error> {
+    let mut insert = c.prepare_cached(keys::INSERT).map_err(db)?;
+    let mut keys: Vec<i64> = records.into_iter().map(|r| keys::key_of(&r.event.tenant_id, &r.event.event_id)).collect();
+    // In index order, so consecutive inserts walk the index's pages forward.
+    keys.sort_unstable();
+    for key in keys {
+        insert.execute(params![key, block]).map_err(db)?;
     }
     Ok(())
 }
@@ -223,8 +205,6 @@ struct Encoded {
     records: i64,
     counted: i64,
     credits: i64,
-    /// The 16 bytes of each key of the generated form, sorted.
-    generated: Vec<u8>,
     body: Vec<u8>,
 }
 
@@ -235,7 +215,6 @@ impl Encoded {
         body.push(BLOCK_V1);
         let (mut min_decided, mut max_decided) = (i64::MAX, i64::MIN);
         let (mut counted, mut credits) = (0u64, 0u64);
-        let mut generated: Vec<[u8; 16]> = Vec::new();
         for r in block {
             let at = body.len();
             body.extend_from_slice(&[0; 4]);
@@ -248,9 +227,7 @@ impl Encoded {
                 counted += 1;
                 credits = credits.saturating_add(r.decision.credits_charged);
             }
-            generated.extend(r.event.event_id.generated_bytes());
         }
-        generated.sort_unstable();
         let (first, last) = match block {
             [first, .., last] => (first, last),
             [only] => (only, only),
@@ -264,7 +241,6 @@ impl Encoded {
             records: signed(block.len() as u64, "records")?,
             counted: signed(counted, "counted")?,
             credits: signed(credits, "credits")?,
-            generated: generated.concat(),
             body,
         })
     }
@@ -297,35 +273,14 @@ impl<'c> Lookup<'c> {
         Lookup { c, decoded: HashMap::default() }
     }
 
-    /// The stored record with this key: through its key entry, or, for a key of the form
-    /// the engine generates, in the blocks of the tenant decided in its millisecond.
+    /// The stored record with this key, from the blocks its key index entries name.
     pub(super) fn find(&mut self, tenant: &TenantId, id: &EventId) -> Result<Option<LedgerRecord>, Error> {
-        let keyed: Option<i64> = self
-            .c
-            .prepare_cached(SELECT_KEY)
-            .and_then(|mut s| s.query_row(params![id.as_str(), tenant.as_str()], |row| row.get(0)).optional())
-            .map_err(db)?;
-        if let Some(block) = keyed {
-            let found = self.in_block(block, tenant, id)?;
-            return found.map(Some).ok_or_else(|| Error::Corrupt("a ledger key names a block without it".into()));
-        }
-        let (Some(ms), Some(bytes)) = (id.generated_ms().map(Timestamp::as_micros), id.generated_bytes()) else {
-            return Ok(None);
+        let candidates: Vec<i64> = {
+            let mut s = self.c.prepare_cached(keys::CANDIDATES).map_err(db)?;
+            let rows = s.query_map(params![keys::key_of(tenant, id), tenant.as_str()], |row| row.get(0)).map_err(db)?;
+            rows.collect::<Result<_, _>>().map_err(db)?
         };
-        let holding = {
-            let mut s = self.c.prepare_cached(BLOCKS_DECIDED_AT).map_err(db)?;
-            let mut rows =
-                s.query(params![tenant.as_str(), ms.saturating_sub(BLOCK_SPAN), ms, ms + 999]).map_err(db)?;
-            let mut holding = Vec::new();
-            while let Some(row) = rows.next().map_err(db)? {
-                let generated = row.get_ref(1).and_then(|v| v.as_blob().map_err(Into::into)).map_err(db)?;
-                if holds(generated, &bytes) {
-                    holding.push(row.get::<_, i64>(0).map_err(db)?);
-                }
-            }
-            holding
-        };
-        for block in holding {
+        for block in candidates {
             if let Some(found) = self.in_block(block, tenant, id)? {
                 return Ok(Some(found));
             }
@@ -348,11 +303,6 @@ impl<'c> Lookup<'c> {
         let records = self.decoded.get(&block).map_or(&[][..], Vec::as_slice);
         Ok(records.iter().find(|r| r.event.event_id == *id && r.event.tenant_id == *tenant).cloned())
     }
-}
-
-/// Whether a block's sorted `generated` keys hold `key`.
-fn holds(generated: &[u8], key: &[u8; 16]) -> bool {
-    generated.as_chunks::<16>().0.binary_search(key).is_ok()
 }
 
 /// The bounds on event times `[lo, hi)` of blocks to read for `q` (with its cursor when
@@ -464,35 +414,30 @@ pub(super) fn totals(
 /// and whether blocks with such records may remain.
 pub(super) fn prune(c: &Connection, before: Timestamp, max_blocks: usize) -> Result<(u64, bool), Error> {
     let cutoff = before.as_micros();
-    let blocks: Vec<(i64, i64, Option<Vec<u8>>)> = {
+    let blocks: Vec<(i64, Vec<u8>)> = {
         let mut s = c.prepare_cached(PRUNABLE).map_err(db)?;
         let limit = i64::try_from(max_blocks).unwrap_or(i64::MAX);
         let rows = s
-            .query_map(params![cutoff.saturating_add(BLOCK_SPAN), cutoff, limit], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
+            .query_map(params![cutoff.saturating_add(BLOCK_SPAN), cutoff, limit], |row| Ok((row.get(0)?, row.get(1)?)))
             .map_err(db)?;
         rows.collect::<Result<_, _>>().map_err(db)?
     };
     let mut delete_block = c.prepare_cached(DELETE_BLOCK).map_err(db)?;
-    let mut delete_key = c.prepare_cached(DELETE_KEY).map_err(db)?;
+    let mut delete_key = c.prepare_cached(keys::DELETE).map_err(db)?;
     let mut removed = 0u64;
-    for (id, count, body) in &blocks {
-        let Some(body) = body else {
-            removed += super::unsigned(*count, "block records")?;
-            delete_block.execute([id]).map_err(db)?;
-            continue;
-        };
+    for (id, body) in &blocks {
         let (gone, kept): (Vec<LedgerRecord>, Vec<LedgerRecord>) =
             decode(body)?.into_iter().partition(|r| r.event.timestamp.as_micros() < cutoff);
         removed += gone.len() as u64;
         for r in &gone {
-            delete_key.execute(params![r.event.event_id.as_str(), r.event.tenant_id.as_str()]).map_err(db)?;
+            delete_key.execute(params![keys::key_of(&r.event.tenant_id, &r.event.event_id), id]).map_err(db)?;
         }
         if kept.is_empty() {
             delete_block.execute([id]).map_err(db)?;
             continue;
         }
+        // A kept record may share its key with a gone one: its entry is written again.
+        index_keys(c, *id, &kept)?;
         let e = Encoded::of(&kept.iter().collect::<Vec<_>>())?;
         c.prepare_cached(UPDATE_BLOCK)
             .and_then(|mut s| {
@@ -505,7 +450,6 @@ pub(super) fn prune(c: &Connection, before: Timestamp, max_blocks: usize) -> Res
                     e.records,
                     e.counted,
                     e.credits,
-                    e.generated,
                     e.body
                 ])
             })
@@ -551,16 +495,11 @@ mod tests {
                 tenant_and(&[0, 1, 2, 3]),
                 "SEARCH ledger_blocks USING INDEX ledger_blocks_decided (tenant_id=? AND min_decided>? AND min_decided<?)",
             ),
-            (
-                BLOCKS_DECIDED_AT,
-                tenant_and(&[0, 1, 2]),
-                "SEARCH ledger_blocks USING INDEX ledger_blocks_decided (tenant_id=? AND min_decided>? AND min_decided<?)",
-            ),
             (PRUNABLE, ints(&[0, 1, 2]), "SEARCH ledger_blocks USING INDEX ledger_blocks_time (max_ts<?)"),
             (
-                SELECT_KEY,
-                vec![Value::Text("e".into()), Value::Text("t".into())],
-                "SEARCH ledger_keys USING PRIMARY KEY (event_id=? AND tenant_id=?)",
+                keys::CANDIDATES,
+                vec![Value::Integer(7), Value::Text("t".into())],
+                "SEARCH k USING PRIMARY KEY (key=?) | SEARCH b USING INTEGER PRIMARY KEY (rowid=?)",
             ),
         ];
         for (sql, args, plan) in cases {
@@ -602,23 +541,27 @@ mod tests {
     }
 
     #[test]
-    fn a_generated_key_is_looked_for_only_in_a_block_that_holds_it() {
+    fn a_key_is_found_whatever_made_it_and_whenever_it_was_decided() {
         let c = Connection::open_in_memory().unwrap();
         c.execute_batch(SCHEMA).unwrap();
+        c.execute_batch(keys::SCHEMA).unwrap();
         let at = Timestamp::from_secs(1_800_000_000);
-        let mut stored = sample_record("acme", "k", 1);
-        stored.event.event_id = EventId::generate(at);
-        stored.decided_at = at;
-        let neighbour = EventId::new(EventId::generate(at).as_str()).unwrap();
-        assert_eq!(neighbour.generated_ms(), stored.event.event_id.generated_ms(), "the same millisecond");
-        write(&c, vec![&stored]).unwrap();
+        // Generated for an event an hour before its decision, as for a late event.
+        let mut late = sample_record("acme", "k", 1);
+        late.event.event_id = EventId::generate(at.minus(std::time::Duration::from_secs(3_600)));
+        late.event.timestamp = at.minus(std::time::Duration::from_secs(3_600));
+        late.decided_at = at;
+        let chosen = sample_record("acme", "order-17", 2);
+        write(&c, vec![&late, &chosen]).unwrap();
 
         let mut lookup = Lookup::new(&c);
         let acme = TenantId::new("acme").unwrap();
+        let neighbour = EventId::new(EventId::generate(late.event.timestamp).as_str()).unwrap();
         assert_eq!(lookup.find(&acme, &neighbour).unwrap(), None);
-        assert!(lookup.decoded.is_empty(), "a key the block does not hold reads no body");
-        let sent_back = EventId::new(stored.event.event_id.as_str()).unwrap();
-        assert_eq!(lookup.find(&acme, &sent_back).unwrap(), Some(stored.clone()));
+        assert!(lookup.decoded.is_empty(), "a key the index does not hold reads no body");
+        let sent_back = EventId::new(late.event.event_id.as_str()).unwrap();
+        assert_eq!(lookup.find(&acme, &sent_back).unwrap(), Some(late.clone()));
+        assert_eq!(lookup.find(&acme, &chosen.event.event_id).unwrap(), Some(chosen.clone()));
         assert_eq!(lookup.find(&TenantId::new("beta").unwrap(), &sent_back).unwrap(), None, "another tenant's");
     }
 
@@ -713,7 +656,9 @@ mod tests {
                 let mut r = sample_record(tenant, "k", s.credits);
                 r.event.event_id = match &s.key {
                     Key::Chosen(n) => EventId::new(format!("key-{n}")).unwrap(),
-                    Key::Generated => EventId::generate(decided),
+                    // As the engine does: from the event's time, which may be long before
+                    // its decision.
+                    Key::Generated => EventId::generate(Timestamp::from_secs(START + s.decided - s.late)),
                     Key::SentBack(i) => match made.iter().filter(|r| r.event.event_id.generated_ms().is_some()).nth(*i)
                     {
                         Some(earlier) => EventId::new(earlier.event.event_id.as_str()).unwrap(),

@@ -48,7 +48,7 @@ pub(super) const SEGMENT_RECORDS: usize = 2_048;
 /// record count (a larger last append grows the file, more slowly).
 const SEGMENT_BYTES: usize = 2 << 20;
 
-type Key = (TenantId, EventId);
+pub(super) type Key = (TenantId, EventId);
 
 /// Takes the journal of the database at `db_path` for this store: `None` when another
 /// store (in this or another process) holds it, which then replays and indexes it.
@@ -327,19 +327,25 @@ impl Journal {
 
     /// The waiting or indexed record with this key (a fresh key cannot be indexed yet).
     fn find(&self, key: &Key) -> Result<Option<LedgerRecord>, Error> {
-        if let Some(&(no, i)) = self.keys.get(key) {
-            let waiting = match &self.active {
-                Some(a) if a.no == no => a.records.get(i),
-                _ => self.sealed.iter().find(|s| s.no == no).and_then(|s| s.records.get(i)),
-            };
-            if let Some(r) = waiting {
-                return Ok(Some(r.clone()));
-            }
+        if let Some(r) = self.waiting_record(key) {
+            return Ok(Some(r));
         }
         if key.1.is_fresh() {
             return Ok(None);
         }
         blocks::Lookup::new(&self.lookup).find(&key.0, &key.1)
+    }
+
+    /// The record with this key among those written and not yet indexed. Indexing commits
+    /// a record to the ledger blocks before it leaves this set, so a reader that looks
+    /// here first and in the blocks next finds every acknowledged record.
+    pub(super) fn waiting_record(&self, key: &Key) -> Option<LedgerRecord> {
+        let &(no, i) = self.keys.get(key)?;
+        let waiting = match &self.active {
+            Some(a) if a.no == no => a.records.get(i),
+            _ => self.sealed.iter().find(|s| s.no == no).and_then(|s| s.records.get(i)),
+        };
+        waiting.cloned()
     }
 
     /// The active segment: the spare, or a new empty file when no spare is ready.

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, Row, TransactionBehavior};
 
-use super::{blocks, col, corrupt, db, from_json, unsigned};
+use super::{blocks, col, corrupt, db, from_json, keys, unsigned};
 use crate::clock::Timestamp;
 use crate::error::Error;
 use crate::event::{Event, EventId};
@@ -24,6 +24,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     Migration::Sql(SCHEMA_V2),
     Migration::Sql(SCHEMA_V3),
     Migration::Code(ledger_into_blocks),
+    Migration::Code(every_record_keyed),
 ];
 
 pub(super) const SCHEMA_V1: &str = "
@@ -159,10 +160,11 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), Error> {
 
 /// Version 4: the ledger's records move from a row each into blocks (see [`blocks`]),
 /// read in order of tenant and event time and written a batch at a time, and the old
-/// table goes.
+/// table goes. It makes today's blocks and key index, so version 5 has nothing left to do.
 fn ledger_into_blocks(c: &Connection) -> Result<(), Error> {
     const BATCH: usize = 8 * blocks::BLOCK_RECORDS;
     c.execute_batch(blocks::SCHEMA).map_err(db)?;
+    c.execute_batch(keys::SCHEMA).map_err(db)?;
     let mut read =
         c.prepare(&format!("SELECT {V3_RECORD_COLUMNS} FROM ledger ORDER BY tenant_id, ts, event_id")).map_err(db)?;
     let mut rows = read.query([]).map_err(db)?;
@@ -210,4 +212,49 @@ fn decode_v3_record(row: &Row<'_>) -> Result<LedgerRecord, Error> {
         status: col(row, 13)?,
         decision: from_json(&col::<String>(row, 14)?, "decision")?,
     })
+}
+
+/// Version 5: every record gets an entry in the key index (see [`keys`]). A file made at
+/// version 4 by an earlier build kept entries only for ids callers chose, in
+/// `ledger_keys`, and found generated ids by their decision's millisecond; its blocks are
+/// read a few at a time, their records indexed, and the old table and columns go.
+fn every_record_keyed(c: &Connection) -> Result<(), Error> {
+    const BLOCKS_PER_STEP: i64 = 64;
+    let old: bool = c
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'ledger_keys')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    if !old {
+        return Ok(());
+    }
+    c.execute_batch(keys::SCHEMA).map_err(db)?;
+    let mut next = c.prepare("SELECT id, body FROM ledger_blocks WHERE id > ?1 ORDER BY id LIMIT ?2").map_err(db)?;
+    let (mut after, mut indexed) = (i64::MIN, 0usize);
+    loop {
+        let step: Vec<(i64, Vec<u8>)> = next
+            .query_map([after, BLOCKS_PER_STEP], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(Iterator::collect)
+            .map_err(db)?;
+        let Some(&(last, _)) = step.last() else { break };
+        for (block, body) in &step {
+            let records = blocks::decode(body)?;
+            indexed += records.len();
+            blocks::index_keys(c, *block, &records)?;
+        }
+        after = last;
+    }
+    drop(next);
+    c.execute_batch(
+        "DROP TABLE ledger_keys; \
+         ALTER TABLE ledger_blocks DROP COLUMN keyed; \
+         ALTER TABLE ledger_blocks DROP COLUMN generated;",
+    )
+    .map_err(db)?;
+    if indexed > 0 {
+        tracing::info!(records = indexed, "every ledger record keyed (schema version 5)");
+    }
+    Ok(())
 }

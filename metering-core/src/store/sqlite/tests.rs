@@ -363,6 +363,51 @@ async fn a_version_3_ledger_moves_into_blocks_whole() {
     assert_eq!(tables, 0, "the old table is gone");
 }
 
+/// A ledger as version 4 of an earlier build left it: key entries, in `ledger_keys`, only
+/// for ids callers chose, and generated ids found by their decision's millisecond.
+fn as_left_by_version_4(path: &Path) {
+    let c = Connection::open(path).unwrap();
+    c.execute_batch(
+        "DROP TABLE ledger_ids;
+         CREATE TABLE ledger_keys (event_id TEXT NOT NULL, tenant_id TEXT NOT NULL, block INTEGER NOT NULL,
+             PRIMARY KEY (event_id, tenant_id)) STRICT, WITHOUT ROWID;
+         ALTER TABLE ledger_blocks ADD COLUMN keyed INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE ledger_blocks ADD COLUMN generated BLOB NOT NULL DEFAULT x'';
+         PRAGMA user_version = 4;",
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_version_4_ledger_gets_a_key_entry_for_every_record() {
+    let path = temp_file("v4-keys");
+    let records: Vec<LedgerRecord> =
+        (0..700).map(|i| generated_record(["acme", "beta"][i % 2], 1_800_000_000 + i as i64)).collect();
+    {
+        let store = SqliteRecords::open(&path).unwrap();
+        store.append(records.clone()).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    as_left_by_version_4(&path);
+    let store = SqliteRecords::open(&path).unwrap();
+    for r in &records {
+        let sent_back = EventId::new(r.event.event_id.as_str()).unwrap();
+        assert_eq!(store.record(&r.event.tenant_id, &sent_back).await.unwrap().as_ref(), Some(r));
+    }
+    let again: Vec<LedgerRecord> = records
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.event.event_id = EventId::new(r.event.event_id.as_str()).unwrap();
+            r
+        })
+        .collect();
+    let outcomes = store.append(again).await.unwrap();
+    assert!(outcomes.iter().all(|o| matches!(o, Appended::Duplicate(_))), "every record is found again");
+    let version: i64 = Connection::open(&path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, MIGRATIONS.len() as i64);
+}
+
 #[tokio::test]
 async fn a_key_is_taken_whether_its_record_waits_in_the_journal_or_is_indexed() {
     let path = temp_file("journal-duplicates");
