@@ -1,5 +1,6 @@
 //! Promise 4, no negative balance: without an overdraft the balance never goes below
-//! zero; with one, never below its floor; grants and claw-backs respect the same floor.
+//! zero; with one, never below its floor; a claw-back respects the same floor, a grant is
+//! always taken.
 
 mod common;
 
@@ -83,4 +84,28 @@ async fn the_plan_sets_the_price_not_the_caller() {
     eu.region = Some("eu".into());
     assert_eq!(engine.track(eu).await.unwrap().credits_charged, 2);
     assert_eq!(engine.track(call(3)).await.unwrap().credits_charged, 3, "no rule: the call's own credits");
+}
+
+#[tokio::test]
+async fn a_move_to_a_smaller_allowance_shows_the_overage_and_still_takes_grants() {
+    for backend in Backend::all() {
+        let (engine, _clock) = engine(&backend).await;
+        let acme = tenant_on(&engine, "acme", plan("big", 5_000)).await;
+        for _ in 0..5 {
+            assert!(engine.track(UsageEvent::new("acme", "svc", "/x", "GET").with_credits(100)).await.unwrap().allowed);
+        }
+        engine.put_plan(&plan("small", 100)).await.unwrap();
+        engine.set_plan(&acme, metering::PlanId::new("small").unwrap()).await.unwrap();
+
+        let balance = engine.balance(&acme).await.unwrap();
+        assert_eq!((balance.remaining, balance.overage), (-400, 400), "{backend:?}");
+        let denied = engine.track(UsageEvent::new("acme", "svc", "/x", "GET")).await.unwrap();
+        assert_eq!((denied.allowed, denied.credits_remaining), (false, 0), "{backend:?}: down to the floor");
+
+        assert_eq!(engine.grant(&acme, 10, "goodwill").await.unwrap(), -390, "{backend:?}: a grant is taken");
+        let balance = engine.balance(&acme).await.unwrap();
+        assert_eq!((balance.remaining, balance.overage, balance.granted), (-390, 390, 10), "{backend:?}");
+        assert!(matches!(engine.grant(&acme, -1, "claw back").await, Err(Error::BelowFloor)), "{backend:?}");
+        assert_eq!(engine.balance(&acme).await.unwrap().remaining, -390, "{backend:?}");
+    }
 }

@@ -103,6 +103,43 @@ async fn a_late_event_counts_in_its_own_day() {
 }
 
 #[tokio::test]
+async fn a_wipe_waits_for_a_decided_call_to_hand_its_record_on() {
+    for backend in Backend::all() {
+        let (engine, _clock) = engine(&backend).await;
+        let once_a_day = plan("p", 100).with_limit(Limit::new(1, Per::Day).unwrap().max, Per::Day);
+        let acme = tenant_on(&engine, "acme", once_a_day).await;
+        let decided = engine.decide(call()).await.unwrap();
+        assert!(decided.decision().allowed);
+
+        let wipe = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.clear_hot().await }
+        });
+        settle_down().await;
+        // Decided after the wipe began: it must see the first call's count, rebuilt from
+        // the ledger or not yet wiped.
+        let second = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.track(call()).await }
+        });
+        settle_down().await;
+        assert!(!wipe.is_finished(), "{backend:?}: the wipe waits for the decided call");
+
+        engine.settle(decided, metering::Outcome::CHARGED).await.unwrap();
+        wipe.await.unwrap().unwrap();
+        assert_eq!(second.await.unwrap().unwrap().reason, Some(DenyReason::RateLimited), "{backend:?}");
+        assert_eq!(engine.balance(&acme).await.unwrap().used, 2, "{backend:?}");
+    }
+}
+
+/// Lets spawned tasks run until they wait on something.
+async fn settle_down() {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
 async fn a_track_abandoned_mid_way_is_still_decided_and_recorded() {
     for backend in Backend::all() {
         let (engine, clock) = engine(&backend).await;

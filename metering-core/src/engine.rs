@@ -47,6 +47,21 @@ pub struct Ticket {
     admission: Admission,
     decision: Decision,
     replayed: bool,
+    _handing_on: HandingOn,
+}
+
+/// Held by a decision from the hot store's commit until its ledger record is handed on
+/// (queued with the writer or written): [`Engine::clear_hot`] waits for none to be held,
+/// so no count it wipes is missing from the ledger it rebuilds from.
+#[derive(Clone)]
+struct HandingOn {
+    _guard: Arc<tokio::sync::OwnedRwLockReadGuard<()>>,
+}
+
+impl std::fmt::Debug for HandingOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandingOn")
+    }
 }
 
 impl Ticket {
@@ -95,6 +110,12 @@ pub struct Balance {
     pub used: u64,
     /// `allowance + granted - used`.
     pub remaining: i64,
+    /// How far below zero the plan lets the balance go.
+    pub overdraft: u64,
+    /// Credits used beyond that floor: more than the plan allows, which only a move to a
+    /// plan with a smaller allowance mid-period can leave (no call is admitted past the
+    /// floor). Decisions then answer `credits_remaining` as the floor.
+    pub overage: u64,
 }
 
 /// Builds an [`Engine`].
@@ -163,6 +184,7 @@ impl EngineBuilder {
                 remember_for: self.remember_for,
                 policies: PolicyCache::new(self.policy_capacity, self.policy_ttl),
                 denials: DenialBudget::new(self.denial_records_per_minute),
+                handing_on: Arc::new(tokio::sync::RwLock::new(())),
                 writer,
             }),
         })
@@ -183,6 +205,8 @@ struct Inner {
     remember_for: Duration,
     policies: PolicyCache,
     denials: DenialBudget,
+    /// Read-held by decisions handing their records on, write-held by a wipe of the hot store.
+    handing_on: Arc<tokio::sync::RwLock<()>>,
     writer: Option<LedgerWriter>,
 }
 
@@ -255,13 +279,18 @@ impl Engine {
             event.region.clone_from(&policy.tenant.region);
         }
         let admission = self.admission(&event, &policy, now, remember);
+        let handing_on = HandingOn { _guard: Arc::new(Arc::clone(&self.inner.handing_on).read_owned().await) };
         for _ in 0..LOAD_ATTEMPTS {
-            match self.inner.hot.admit(&admission).await? {
-                Admitted::Decided(decision) => return Ok(Ticket { event, admission, decision, replayed: false }),
-                Admitted::Replayed(decision) => return Ok(Ticket { event, admission, decision, replayed: true }),
+            let (decision, replayed) = match self.inner.hot.admit(&admission).await? {
+                Admitted::Decided(decision) => (decision, false),
+                Admitted::Replayed(decision) => (decision, true),
                 Admitted::Conflict => return Err(Error::IdempotencyConflict(event.event_id)),
-                Admitted::Unloaded => self.load_counters(&policy, now).await?,
-            }
+                Admitted::Unloaded => {
+                    self.load_counters(&policy, now).await?;
+                    continue;
+                }
+            };
+            return Ok(Ticket { event, admission, decision, replayed, _handing_on: handing_on });
         }
         Err(Error::Unavailable("hot store does not keep loaded counters".into()))
     }
@@ -531,14 +560,17 @@ impl Engine {
         let period = policy.tenant.billing_anchor.period_containing(now);
         for _ in 0..LOAD_ATTEMPTS {
             if let Some(c) = self.inner.hot.credits(tenant, period.start).await? {
-                let allowance = policy.plan.monthly_credits;
+                let (allowance, overdraft) = (policy.plan.monthly_credits, policy.plan.overdraft);
+                let remaining = allowance as i64 + c.granted - c.used as i64;
                 return Ok(Balance {
                     plan: policy.tenant.plan.clone(),
                     period,
                     allowance,
                     granted: c.granted,
                     used: c.used,
-                    remaining: allowance as i64 + c.granted - c.used as i64,
+                    remaining,
+                    overdraft,
+                    overage: remaining.saturating_add(overdraft.min(i64::MAX as u64) as i64).min(0).unsigned_abs(),
                 });
             }
             self.load_counters(&policy, now).await?;
@@ -546,8 +578,9 @@ impl Engine {
         Err(Error::Unavailable("hot store does not keep loaded counters".into()))
     }
 
-    /// Grants (positive) or claws back (negative) credits in the current period; never
-    /// below the plan's floor. Returns the new remaining balance.
+    /// Grants (positive) or claws back (negative) credits in the current period. A grant
+    /// is always taken; a claw-back never takes the balance below the plan's floor
+    /// ([`Error::BelowFloor`]). Returns the new remaining balance.
     pub async fn grant(&self, tenant: &TenantId, amount: i64, reason: &str) -> Result<i64, Error> {
         let now = self.now();
         let policy = self.policy(tenant).await?;
@@ -668,7 +701,12 @@ impl Engine {
     }
 
     /// Forgets every hot counter; they are rebuilt from the ledger on next use.
+    ///
+    /// It first waits for every decided call to hand its ledger record on (new decisions
+    /// wait meanwhile), then writes what is queued, so no count it wipes is missing from
+    /// the ledger. A caller holding a [`Ticket`] must settle it first, or this waits for it.
     pub async fn clear_hot(&self) -> Result<(), Error> {
+        let _quiet = self.inner.handing_on.write().await;
         self.flush().await?;
         self.inner.hot.clear().await
     }

@@ -245,7 +245,9 @@ impl Counters {
                 allowed: false,
                 reason: Some(reason),
                 credits_charged: 0,
-                credits_remaining: remaining,
+                // Down to the floor: a move to a plan with a smaller allowance can leave
+                // more used than the new plan allows, which the balance shows as overage.
+                credits_remaining: remaining.max(-(a.overdraft.min(i64::MAX as u64) as i64)),
                 limits: limits.iter().map(as_it_stands).collect(),
                 retry_after: (reason == DenyReason::RateLimited).then_some(retry_after).flatten(),
             },
@@ -438,7 +440,7 @@ impl HotStore for MemoryHot {
         let c = counters.credits.get_mut(period.start);
         let remaining =
             (allowance as i64).saturating_add(c.granted).saturating_add(amount).saturating_sub(c.used as i64);
-        if remaining < -(overdraft.min(i64::MAX as u64) as i64) {
+        if amount < 0 && remaining < -(overdraft.min(i64::MAX as u64) as i64) {
             return Err(Error::BelowFloor);
         }
         c.granted += amount;

@@ -226,8 +226,9 @@ pub trait HotStore: Send + Sync + 'static {
     async fn forget(&self, admission: &Admission) -> Result<(), Error>;
     /// Loads a tenant's counters unless they are loaded already.
     async fn load(&self, tenant: &TenantId, snapshot: HotSnapshot) -> Result<(), Error>;
-    /// Adds `amount` granted credits to a period if the balance stays at or above
-    /// `-overdraft`; returns the new remaining balance, `None` if the tenant is not
+    /// Adds `amount` granted credits to a period: always when it raises the balance
+    /// (positive), and when it lowers it only if the balance stays at or above
+    /// `-overdraft`. Returns the new remaining balance, `None` if the tenant is not
     /// loaded, or [`Error::BelowFloor`].
     async fn grant(
         &self,

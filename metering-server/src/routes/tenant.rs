@@ -167,6 +167,11 @@ pub(crate) struct CreditsBody {
     used: u64,
     /// `allowance + granted - used`.
     remaining: i64,
+    /// How far below zero the plan lets `remaining` go.
+    overdraft: u64,
+    /// Credits used beyond that floor (after a move to a plan with a smaller allowance
+    /// mid-period); calls are refused until grants or the next period cover it.
+    overage: u64,
 }
 
 impl From<Balance> for CreditsBody {
@@ -179,6 +184,8 @@ impl From<Balance> for CreditsBody {
             granted: b.granted,
             used: b.used,
             remaining: b.remaining,
+            overdraft: b.overdraft,
+            overage: b.overage,
         }
     }
 }
