@@ -308,6 +308,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/admin/usage"),
     ("get", "/admin/stats"),
     ("get", "/admin/audit"),
+    ("post", "/admin/storage/acknowledge"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),

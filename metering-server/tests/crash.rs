@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use common::{Http, PASSWORD, call};
+use common::{ADMIN_EMAIL, ADMIN_PASSWORD, Http, PASSWORD, call};
 use serde_json::json;
 
 /// A port nobody listens on right now.
@@ -26,6 +26,8 @@ async fn start(addr: SocketAddr, dir: &Path) -> Child {
         .env("METERING_JWT_SECRET", "a-test-secret-of-at-least-thirty-two-bytes")
         .env("METERING_ARGON2_MEMORY_KIB", "8")
         .env("METERING_ARGON2_ITERATIONS", "1")
+        .env("METERING_ADMIN_EMAIL", ADMIN_EMAIL)
+        .env("METERING_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -43,6 +45,127 @@ async fn start(addr: SocketAddr, dir: &Path) -> Child {
     let _ = child.kill();
     let _ = child.wait();
     panic!("metering-server did not come up on {addr}");
+}
+
+/// How a test stops the server.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// SIGTERM: the server drains and flushes.
+    Term,
+    /// SIGKILL: nothing runs.
+    Kill,
+}
+
+/// Stops the server as `how` says and waits for it.
+fn stop(server: &mut Child, how: Stop) {
+    match how {
+        Stop::Kill => server.kill().expect("SIGKILL"),
+        Stop::Term => {
+            let pid = server.id().to_string();
+            let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+            assert!(sent.success());
+        }
+    }
+    server.wait().expect("reaped");
+}
+
+/// A fresh data directory.
+fn data_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("metering-{name}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Signs up a user; its access token.
+async fn signup(http: &Http, email: &str) -> String {
+    let signup = http.post("/auth/signup", None, &json!({ "email": email, "password": PASSWORD })).await;
+    assert_eq!(signup.status, StatusCode::CREATED, "{}", signup.text);
+    signup.body["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_events_without_ids_are_stored_once_across_restarts() {
+    for how in [Stop::Term, Stop::Kill] {
+        let dir = data_dir("late-restart");
+        let addr = free_port();
+        let mut server = start(addr, &dir).await;
+        let http = Http::new(addr);
+        let token = signup(&http, "late@example.com").await;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let ten_minutes_ago = chrono::DateTime::from_timestamp(now - 600, 0).unwrap().to_rfc3339();
+        for _ in 0..3 {
+            let mut body = call("/notes");
+            body["timestamp"] = json!(ten_minutes_ago);
+            body["credits_used"] = json!(7);
+            let a = http.post("/api/track", Some(&token), &body).await;
+            assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        }
+        assert_eq!(http.get("/api/usage", Some(&token)).await.body["items"].as_array().unwrap().len(), 3);
+        stop(&mut server, how);
+        let mut server = start(addr, &dir).await;
+        assert_eq!(http.get("/api/credits", Some(&token)).await.body["used"], 21, "{how:?}");
+        let usage = http.get("/api/usage", Some(&token)).await;
+        assert_eq!(usage.body["items"].as_array().unwrap().len(), 3, "{how:?}: {}", usage.text);
+        stop(&mut server, Stop::Kill);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_journal_keeps_its_valid_records_and_degrades_readiness_until_acknowledged() {
+    let dir = data_dir("damaged-journal");
+    let addr = free_port();
+    let mut server = start(addr, &dir).await;
+    let http = Http::new(addr);
+    let token = signup(&http, "bits@example.com").await;
+    for i in 1..=5 {
+        let mut body = call("/notes");
+        body["event_id"] = json!(format!("ev-{i}"));
+        assert_eq!(http.post("/api/track", Some(&token), &body).await.status, StatusCode::OK);
+    }
+    stop(&mut server, Stop::Kill);
+
+    // One byte of the second frame's payload flips on the disk. The sign-up's records
+    // (tenant, user) are in SQLite; the journal holds the five ledger records.
+    let mut segments: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.to_str().unwrap().contains("-ledger-") && p.to_str().unwrap().ends_with(|c: char| c.is_ascii_digit())
+        })
+        .collect();
+    segments.sort();
+    let segment = segments.into_iter().find(|p| std::fs::read(p).unwrap()[..4] != [0; 4]).expect("a written segment");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let first = 8 + u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+    bytes[first + 8 + 5] ^= 0x01;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let mut server = start(addr, &dir).await;
+    let usage = http.get("/api/usage", Some(&token)).await;
+    let mut ids: Vec<&str> =
+        usage.body["items"].as_array().unwrap().iter().filter_map(|i| i["event_id"].as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["ev-1", "ev-3", "ev-4", "ev-5"], "every record that verifies");
+    let ready = http.get("/readyz", None).await;
+    assert_eq!((ready.status, ready.body["status"].as_str()), (StatusCode::OK, Some("degraded")), "{}", ready.text);
+    assert_eq!(ready.body["problems"].as_array().unwrap().len(), 1, "{}", ready.text);
+    let metrics = http.get("/metrics", None).await;
+    assert!(metrics.text.contains("metering_storage_damage_unacknowledged 1"), "{}", metrics.text);
+
+    let login = http.post("/auth/login", None, &json!({ "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD })).await;
+    let admin = login.body["access_token"].as_str().expect("admin token").to_owned();
+    let refused = http.post("/admin/storage/acknowledge", Some(&token), &json!({})).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "a user cannot acknowledge");
+    let ack = http.post("/admin/storage/acknowledge", Some(&admin), &json!({})).await;
+    assert_eq!((ack.status, &ack.body["acknowledged"]), (StatusCode::OK, &json!(1)), "{}", ack.text);
+    assert_eq!(http.get("/readyz", None).await.body["status"], "ready");
+    let kept =
+        std::fs::read_dir(&dir).unwrap().any(|e| e.unwrap().file_name().to_str().unwrap().ends_with("-acknowledged"));
+    assert!(kept, "the damaged segment is kept");
+
+    stop(&mut server, Stop::Kill);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -201,6 +201,7 @@ async fn every_route_for_every_caller() {
     w.check(Method::GET, "/admin/usage", None, ADMINS).await;
     w.check(Method::GET, "/admin/stats", None, ADMINS).await;
     w.check(Method::GET, "/admin/audit", None, ADMINS).await;
+    w.check(Method::POST, "/admin/storage/acknowledge", None, ADMINS).await;
 
     // Last: a logout revokes the access token it is called with.
     w.check(Method::POST, "/auth/logout", None, PEOPLE).await;

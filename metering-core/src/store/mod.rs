@@ -144,6 +144,18 @@ pub trait RecordStore: Send + Sync + 'static {
 
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), Error>;
+
+    /// Damage found in the store's files that no operator has acknowledged yet, each a
+    /// sentence naming what was damaged and where the evidence is kept; empty when there
+    /// is none. Records that could still be read were kept.
+    async fn damage(&self) -> Result<Vec<String>, Error> {
+        Ok(Vec::new())
+    }
+    /// Acknowledges every damage [`damage`](Self::damage) reports (its evidence is kept);
+    /// returns how many.
+    async fn acknowledge_damage(&self) -> Result<usize, Error> {
+        Ok(0)
+    }
 }
 
 /// One call to decide atomically in the hot store.

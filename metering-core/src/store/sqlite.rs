@@ -84,7 +84,7 @@
 //! A commit that takes the WAL past 64 MiB also checkpoints it into the database file, so
 //! now and then one indexing pass takes noticeably longer; appends do not wait for it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -205,6 +205,8 @@ pub struct SqliteRecords {
     journal: Option<Arc<JournalShare>>,
     /// The thread that indexes sealed journal segments, with the journal.
     indexer: Option<Indexer>,
+    /// The database file; `None` in memory.
+    path: Option<PathBuf>,
 }
 
 /// A journal shared between appends and its indexer thread.
@@ -336,6 +338,7 @@ impl SqliteRecords {
             next_reader: AtomicUsize::new(0),
             journal,
             indexer,
+            path: Some(path.to_owned()),
         })
     }
 
@@ -349,6 +352,7 @@ impl SqliteRecords {
             next_reader: AtomicUsize::new(0),
             journal: None,
             indexer: None,
+            path: None,
         })
     }
 
@@ -1151,5 +1155,29 @@ impl RecordStore for SqliteRecords {
             return Err(Error::Unavailable("the ledger journal failed a write; restart to recover".into()));
         }
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db)).await
+    }
+
+    async fn damage(&self) -> Result<Vec<String>, Error> {
+        let Some(path) = self.path.clone() else { return Ok(Vec::new()) };
+        let damaged = blocking(move || journal::unacknowledged_damage(&path)).await?;
+        Ok(damaged
+            .iter()
+            .map(|segment| {
+                format!("ledger journal segment {} was damaged; the records that verified were kept", segment.display())
+            })
+            .collect())
+    }
+
+    async fn acknowledge_damage(&self) -> Result<usize, Error> {
+        let Some(path) = self.path.clone() else { return Ok(0) };
+        blocking(move || {
+            let damaged = journal::unacknowledged_damage(&path)?;
+            for segment in &damaged {
+                journal::acknowledge(segment)?;
+                tracing::warn!(segment = %segment.display(), "ledger journal: damage acknowledged by an operator");
+            }
+            Ok(damaged.len())
+        })
+        .await
     }
 }

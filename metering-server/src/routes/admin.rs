@@ -1,4 +1,5 @@
-//! Routes: administration (`/admin/...`): tenants, credits, plans, usage, stats, audit.
+//! Routes: administration (`/admin/...`): tenants, credits, plans, usage, stats, audit,
+//! and acknowledging storage damage.
 //!
 //! The authorization middleware lets only admins in; every handler checks
 //! [`Caller::is_admin`] again. Every change (tenant update, credits, unlock, plan create and
@@ -46,6 +47,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_usage))
         .routes(routes!(stats))
         .routes(routes!(audit_log))
+        .routes(routes!(acknowledge_damage))
 }
 
 /// Defence in depth behind the authorization middleware.
@@ -371,6 +373,46 @@ async fn unlock_tenant(
     )
     .await;
     Ok(Json(UnlockResult { tenant_id: id.as_str().to_owned(), unlocked }))
+}
+
+/// The outcome of acknowledging storage damage.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DamageAcknowledged {
+    /// How many damage reports were acknowledged (their evidence is kept).
+    acknowledged: usize,
+}
+
+/// Acknowledge the storage damage `/readyz` reports, once inspected: `/readyz` answers
+/// `ready` again. The damaged files are kept, renamed.
+#[utoipa::path(
+    post,
+    path = "/admin/storage/acknowledge",
+    tag = "admin",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "the damage was acknowledged", body = DamageAcknowledged),
+        (status = 403, description = "not an admin", body = ErrorBody),
+    )
+)]
+async fn acknowledge_damage(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<DamageAcknowledged>, ApiError> {
+    require_admin(&caller)?;
+    let damage = state.engine.records().damage().await?;
+    let acknowledged = state.engine.records().acknowledge_damage().await?;
+    audit::record(
+        &state.engine,
+        audit::Change {
+            actor: &caller.user_id,
+            action: "storage.acknowledge",
+            target: "storage",
+            before: Some(serde_json::json!({ "damage": damage })),
+            after: Some(serde_json::json!({ "acknowledged": acknowledged })),
+        },
+    )
+    .await;
+    Ok(Json(DamageAcknowledged { acknowledged }))
 }
 
 /// One rate-limit window of a plan.

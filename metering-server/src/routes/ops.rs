@@ -29,34 +29,46 @@ pub(crate) fn docs(api: utoipa::openapi::OpenApi) -> Router<AppState> {
 /// The answer of the health probes.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Health {
-    /// `ok` (alive) or `ready` (storage reachable).
+    /// `ok` (alive), `ready` (storage reachable), or `degraded` (storage reachable, with
+    /// damage an operator has not acknowledged: see `problems`).
     #[schema(example = "ok")]
     status: &'static str,
+    /// What is wrong when `degraded`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    problems: Vec<String>,
 }
 
 /// The process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive", body = Health)))]
 async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok" })
+    Json(Health { status: "ok", problems: Vec::new() })
 }
 
-/// The storage answers.
+/// The storage answers. Damage found in its files (a ledger journal segment that failed
+/// its checks with valid records after it) keeps the answer `degraded`, still 200 as the
+/// instance serves, until an admin acknowledges it (`POST /admin/storage/acknowledge`).
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
-    (status = 200, description = "storage reachable", body = Health),
+    (status = 200, description = "storage reachable (`ready`, or `degraded` with its problems)", body = Health),
     (status = 503, description = "storage unreachable", body = crate::routes::track::ErrorBody)
 ))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    state.engine.records().ping().await.map_err(ApiError::unavailable)?;
-    Ok(Json(Health { status: "ready" }))
+    let records = state.engine.records();
+    records.ping().await.map_err(ApiError::unavailable)?;
+    let problems = records.damage().await.map_err(ApiError::unavailable)?;
+    Ok(Json(Health { status: if problems.is_empty() { "ready" } else { "degraded" }, problems }))
 }
 
 /// Prometheus metrics in the text exposition format: requests by route template, method
-/// and status, request latency histograms, decisions by outcome and reason.
+/// and status, request latency histograms, decisions by outcome and reason, and storage
+/// damage no operator has acknowledged.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses(
     (status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)
 ))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ::metrics::gauge!("metering_denials_unrecorded").set(state.engine.unrecorded_denials() as f64);
     ::metrics::gauge!("metering_ledger_queue_depth").set(state.engine.ledger_queue_depth() as f64);
+    if let Ok(damage) = state.engine.records().damage().await {
+        ::metrics::gauge!("metering_storage_damage_unacknowledged").set(damage.len() as f64);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::render())
 }

@@ -11,9 +11,13 @@
 //!
 //! A segment file, `<database file>-ledger-<number>`, is a run of frames: the payload's
 //! length (u32, little-endian), its CRC-32 (u32, little-endian), and the payload, one
-//! [`LedgerRecord`] (see [`record_codec`](super::record_codec)). Replay stops at the first
-//! frame that is cut short or fails its checksum: only a write that was never acknowledged
-//! can end a segment that way.
+//! [`LedgerRecord`] (see [`record_codec`](super::record_codec)). A frame cut short or
+//! failing its checksum with nothing valid after it is the end of a write that was never
+//! acknowledged, and ignored. One followed by frames that verify is damage to the medium:
+//! replay keeps every frame that verifies, moves the segment aside as
+//! `<database file>-ledger-damaged-<number>` (never deleting it), logs an error, and the
+//! store reports the damage until an operator acknowledges it (which renames the file
+//! with `-acknowledged` appended).
 //!
 //! Segments are made ahead of time, filled with zeros and synced (a zero length ends
 //! replay), so an append overwrites blocks the file already has and its `fdatasync` has
@@ -34,6 +38,13 @@ use crate::error::Error;
 use crate::event::EventId;
 use crate::ledger::{Appended, LedgerRecord};
 use crate::tenant::TenantId;
+
+/// What the name of a damaged segment moved aside has between the journal's prefix and
+/// its number; an operator's acknowledgement appends [`ACKNOWLEDGED`].
+pub(super) const DAMAGED: &str = "damaged-";
+
+/// The suffix of an acknowledged damaged segment.
+const ACKNOWLEDGED: &str = "-acknowledged";
 
 /// The largest frame payload replay accepts; a record is far smaller.
 const MAX_FRAME: usize = 1 << 20;
@@ -148,20 +159,34 @@ impl Journal {
         }
         numbered.sort();
         let mut records = Vec::new();
-        for (_, path) in &numbered {
+        let mut files = Vec::new();
+        for (no, path) in &numbered {
             let bytes = std::fs::read(path).map_err(|e| io("read the ledger journal", &e))?;
-            let (found, valid) = decode_frames(&bytes)?;
-            if bytes[valid..].iter().any(|&b| b != 0) {
-                tracing::warn!(
-                    segment = %path.display(),
-                    ignored_bytes = bytes.len() - valid,
-                    "ledger journal: an unacknowledged write was cut short; ignoring its tail"
+            let frames = decode_frames(&bytes)?;
+            if frames.damaged > 0 {
+                let aside = dir.join(format!("{prefix}{DAMAGED}{no:012}"));
+                std::fs::rename(path, &aside).map_err(|e| io("move a damaged ledger journal segment aside", &e))?;
+                tracing::error!(
+                    segment = %aside.display(),
+                    damaged_bytes = frames.damaged,
+                    kept_records = frames.records.len(),
+                    "ledger journal: a segment is damaged; every record that verifies is kept, and the segment \
+                     is moved aside for inspection until an operator acknowledges it"
                 );
+            } else {
+                if bytes[frames.end..].iter().any(|&b| b != 0) {
+                    tracing::warn!(
+                        segment = %path.display(),
+                        ignored_bytes = bytes.len() - frames.end,
+                        "ledger journal: an unacknowledged write was cut short; ignoring its tail"
+                    );
+                }
+                files.push(path.clone());
             }
-            records.extend(found);
+            records.extend(frames.records);
         }
         let next_no = numbered.last().map_or(0, |(no, _)| no + 1);
-        Ok(Leftovers { records, files: numbered.into_iter().map(|(_, p)| p).collect(), next_no })
+        Ok(Leftovers { records, files, next_no })
     }
 
     /// An empty journal next to the database at `db_path`, numbering segments after the
@@ -385,6 +410,30 @@ impl Journal {
     }
 }
 
+/// The damaged segments next to the database at `db_path` that no operator has
+/// acknowledged yet, by name.
+pub(super) fn unacknowledged_damage(db_path: &Path) -> Result<Vec<PathBuf>, Error> {
+    let (dir, prefix) = location(db_path)?;
+    let marker = format!("{prefix}{DAMAGED}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(|e| io("list the ledger journal", &e))? {
+        let path = entry.map_err(|e| io("list the ledger journal", &e))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with(&marker) && !name.ends_with(ACKNOWLEDGED) {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Marks a damaged segment acknowledged by renaming it (it is kept).
+pub(super) fn acknowledge(segment: &Path) -> Result<(), Error> {
+    let mut renamed = segment.as_os_str().to_owned();
+    renamed.push(ACKNOWLEDGED);
+    std::fs::rename(segment, &renamed).map_err(|e| io("acknowledge a damaged ledger journal segment", &e))
+}
+
 /// Makes a spare segment at `path`: zeros written and synced, as is its directory entry.
 pub(super) fn make_segment(no: u64, path: &Path, dir: &Path) -> Result<Spare, Error> {
     let file = create_segment(path, dir)?;
@@ -454,27 +503,58 @@ fn encode_frame(record: &LedgerRecord, out: &mut Vec<u8>) -> Result<(), Error> {
     Ok(())
 }
 
-/// The records of a segment's bytes, and how many bytes of whole, valid frames held them.
-/// A zero length ends the records (the rest of the segment was never written). A frame
-/// whose checksum holds but whose payload is not a record is corruption, not a torn
-/// write, and an error.
-fn decode_frames(bytes: &[u8]) -> Result<(Vec<LedgerRecord>, usize), Error> {
-    let mut records = Vec::new();
-    let mut at = 0;
-    while let Some(header) = bytes.get(at..at + FRAME_HEADER) {
-        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-        if len == 0 || len > MAX_FRAME {
-            break;
-        }
-        let Some(payload) = bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len) else { break };
-        if crc32fast::hash(payload) != crc {
-            break;
-        }
-        records.push(record_codec::decode(payload)?);
-        at += FRAME_HEADER + len;
+/// What a segment's bytes hold.
+#[derive(Debug, PartialEq)]
+struct Frames {
+    /// The records of every frame that verifies, in order.
+    records: Vec<LedgerRecord>,
+    /// Bytes up to the end of the last frame that verifies.
+    end: usize,
+    /// Bytes of frames that failed their check and were followed by frames that pass:
+    /// damage to acknowledged records, not a write cut short.
+    damaged: usize,
+}
+
+/// The frame at `at`, if one starts there and verifies: its payload.
+fn frame_at(bytes: &[u8], at: usize) -> Option<&[u8]> {
+    let header = bytes.get(at..at + FRAME_HEADER)?;
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    if len == 0 || len > MAX_FRAME {
+        return None;
     }
-    Ok((records, at))
+    let payload = bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len)?;
+    (crc32fast::hash(payload) == crc).then_some(payload)
+}
+
+/// The records of a segment's bytes. Frames follow one another until the zeros a segment
+/// is made with. Where a frame fails its check (cut short, or its checksum does not
+/// hold), the bytes after it are searched for a frame that verifies: none means the
+/// last write was cut short, and its tail is ignored; one means the bytes in between
+/// are damaged, and reading goes on from it. A frame whose checksum holds but whose
+/// payload is not a record is corruption, and an error.
+fn decode_frames(bytes: &[u8]) -> Result<Frames, Error> {
+    let mut frames = Frames { records: Vec::new(), end: 0, damaged: 0 };
+    let mut at = 0;
+    while at + FRAME_HEADER <= bytes.len() {
+        if let Some(payload) = frame_at(bytes, at) {
+            frames.records.push(record_codec::decode(payload)?);
+            at += FRAME_HEADER + payload.len();
+            frames.end = at;
+            continue;
+        }
+        if bytes[at..].iter().all(|&b| b == 0) {
+            break;
+        }
+        match (at + 1..bytes.len()).find(|&next| frame_at(bytes, next).is_some()) {
+            Some(next) => {
+                frames.damaged += next - at;
+                at = next;
+            }
+            None => break,
+        }
+    }
+    Ok(frames)
 }
 
 #[cfg(test)]
@@ -498,7 +578,7 @@ mod tests {
     fn frames_read_back_as_the_records_written() {
         let written = vec![record("a"), record("b"), record("c")];
         let bytes = frames(&written);
-        assert_eq!(decode_frames(&bytes).unwrap(), (written, bytes.len()));
+        assert_eq!(decode_frames(&bytes).unwrap(), Frames { records: written, end: bytes.len(), damaged: 0 });
     }
 
     #[test]
@@ -509,7 +589,8 @@ mod tests {
         bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         bytes.extend_from_slice(&payload);
         bytes.extend_from_slice(&frames(&[record("new")]));
-        assert_eq!(decode_frames(&bytes).unwrap(), (vec![old, record("new")], bytes.len()));
+        let read = decode_frames(&bytes).unwrap();
+        assert_eq!(read, Frames { records: vec![old, record("new")], end: bytes.len(), damaged: 0 });
     }
 
     #[test]
@@ -517,8 +598,11 @@ mod tests {
         let whole = frames(&[record("a"), record("b")]);
         let first_len = frames(&[record("a")]).len();
         for cut in [first_len + 1, first_len + FRAME_HEADER, whole.len() - 1] {
-            let (found, valid) = decode_frames(&whole[..cut]).unwrap();
-            assert_eq!((found, valid), (vec![record("a")], first_len), "cut at {cut}");
+            let mut torn = whole[..cut].to_vec();
+            // The rest of the segment, as it was made: zeros.
+            torn.resize(whole.len() + 4096, 0);
+            let read = decode_frames(&torn).unwrap();
+            assert_eq!(read, Frames { records: vec![record("a")], end: first_len, damaged: 0 }, "cut at {cut}");
         }
     }
 
@@ -527,15 +611,31 @@ mod tests {
         let mut bytes = frames(&[record("a")]);
         let written = bytes.len();
         bytes.resize(written + 4096, 0);
-        assert_eq!(decode_frames(&bytes).unwrap(), (vec![record("a")], written));
+        assert_eq!(decode_frames(&bytes).unwrap(), Frames { records: vec![record("a")], end: written, damaged: 0 });
     }
 
     #[test]
-    fn a_frame_failing_its_checksum_ends_the_replay() {
-        let mut bytes = frames(&[record("a"), record("b"), record("c")]);
-        let second = frames(&[record("a")]).len();
-        bytes[second + FRAME_HEADER + 3] ^= 0x20;
-        assert_eq!(decode_frames(&bytes).unwrap().0, vec![record("a")]);
+    fn a_damaged_frame_followed_by_valid_ones_is_damage_and_every_valid_frame_is_kept() {
+        let one = frames(&[record("a")]).len();
+        // A byte of the second frame's payload, then of its length.
+        for flipped in [one + FRAME_HEADER + 3, one + 1] {
+            let mut bytes = frames(&[record("a"), record("b"), record("c"), record("d")]);
+            let written = bytes.len();
+            bytes.resize(written + 4096, 0);
+            bytes[flipped] ^= 0x20;
+            let read = decode_frames(&bytes).unwrap();
+            assert_eq!(read.records, vec![record("a"), record("c"), record("d")], "flipped at {flipped}");
+            assert_eq!((read.end, read.damaged), (written, one), "flipped at {flipped}");
+        }
+    }
+
+    #[test]
+    fn a_damaged_last_frame_is_a_write_cut_short() {
+        let mut bytes = frames(&[record("a"), record("b")]);
+        let one = frames(&[record("a")]).len();
+        bytes[one + FRAME_HEADER + 3] ^= 0x20;
+        bytes.resize(bytes.len() + 4096, 0);
+        assert_eq!(decode_frames(&bytes).unwrap(), Frames { records: vec![record("a")], end: one, damaged: 0 });
     }
 
     #[test]

@@ -165,6 +165,42 @@ async fn acknowledged_appends_come_back_from_the_journal_after_a_restart() {
 }
 
 #[tokio::test]
+async fn a_damaged_journal_keeps_every_valid_record_and_its_evidence_until_acknowledged() {
+    let path = temp_file("journal-bit-flip");
+    {
+        let store = SqliteRecords::open(&path).unwrap();
+        for id in ["a", "b", "c", "d", "e"] {
+            store.append(vec![ledger_record("acme", id, 1)]).await.unwrap();
+        }
+    }
+    let segment =
+        journal_files(&path).into_iter().find(|f| f.to_str().unwrap().ends_with(|c: char| c.is_ascii_digit()));
+    let segment = segment.expect("a journal segment");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let first = 8 + u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+    bytes[first + 8 + 5] ^= 0x01;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let store = SqliteRecords::open(&path).unwrap();
+    assert_eq!(ids(&store).await, ["a", "c", "d", "e"], "every record that verifies");
+    let damage = store.damage().await.unwrap();
+    assert_eq!(damage.len(), 1, "{damage:?}");
+    assert!(!segment.exists());
+    let aside: Vec<PathBuf> =
+        journal_files(&path).into_iter().filter(|f| f.to_str().unwrap().contains("damaged")).collect();
+    assert_eq!(aside.len(), 1);
+    assert_eq!(std::fs::read(&aside[0]).unwrap(), bytes, "the damaged segment is kept as it was found");
+    drop(store);
+
+    let store = SqliteRecords::open(&path).unwrap();
+    assert_eq!(store.damage().await.unwrap().len(), 1, "still reported after a restart");
+    assert_eq!(store.acknowledge_damage().await.unwrap(), 1);
+    assert!(store.damage().await.unwrap().is_empty());
+    assert!(journal_files(&path).iter().any(|f| f.to_str().unwrap().ends_with("-acknowledged")), "the evidence stays");
+    assert_eq!(ids(&store).await, ["a", "c", "d", "e"], "nothing stored twice");
+}
+
+#[tokio::test]
 async fn a_failed_journal_write_refuses_appends_until_a_restart_and_loses_only_itself() {
     let path = temp_file("journal-write-fails");
     {
