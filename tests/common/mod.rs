@@ -37,6 +37,20 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Deletes the files of a file-backed backend: the database, its WAL, and its journal.
+    pub fn remove_files(&self) {
+        let Backend::Sqlite(path) = self else { return };
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let Ok(entries) = std::fs::read_dir(path.parent().expect("a parent")) else { return };
+        for entry in entries.flatten() {
+            if entry.file_name().to_str().is_some_and(|n| n == name || n.starts_with(&format!("{name}-"))) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 /// A unique SQLite file path under the system temp dir.
 pub fn temp_db() -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
