@@ -47,7 +47,7 @@ pub struct Ticket {
     admission: Admission,
     decision: Decision,
     replayed: bool,
-    _handing_on: HandingOn,
+    handing_on: HandingOn,
 }
 
 /// Held by a decision from the hot store's commit until its ledger record is handed on
@@ -271,6 +271,12 @@ impl Engine {
     /// decisions on a spawned task for this reason, and [`track`](Self::track) does so
     /// itself.
     pub async fn decide(&self, input: UsageEvent) -> Result<Ticket, Error> {
+        self.decide_holding(input, None).await
+    }
+
+    /// [`decide`](Self::decide), sharing `held` when the caller already holds an unsettled
+    /// ticket: a wipe waiting for that ticket would otherwise keep this decision waiting too.
+    async fn decide_holding(&self, input: UsageEvent, held: Option<HandingOn>) -> Result<Ticket, Error> {
         let now = self.now();
         let remember = input.event_id.is_some();
         let mut event = input.validate_at(now, &self.inner.bounds)?;
@@ -279,7 +285,10 @@ impl Engine {
             event.region.clone_from(&policy.tenant.region);
         }
         let admission = self.admission(&event, &policy, now, remember);
-        let handing_on = HandingOn { _guard: Arc::new(Arc::clone(&self.inner.handing_on).read_owned().await) };
+        let handing_on = match held {
+            Some(held) => held,
+            None => HandingOn { _guard: Arc::new(Arc::clone(&self.inner.handing_on).read_owned().await) },
+        };
         for _ in 0..LOAD_ATTEMPTS {
             let (decision, replayed) = match self.inner.hot.admit(&admission).await? {
                 Admitted::Decided(decision) => (decision, false),
@@ -290,7 +299,7 @@ impl Engine {
                     continue;
                 }
             };
-            return Ok(Ticket { event, admission, decision, replayed, _handing_on: handing_on });
+            return Ok(Ticket { event, admission, decision, replayed, handing_on });
         }
         Err(Error::Unavailable("hot store does not keep loaded counters".into()))
     }
@@ -341,7 +350,9 @@ impl Engine {
         FinishOnDrop::new(async move {
             let mut tickets = Vec::with_capacity(events.len());
             for event in events {
-                tickets.push(engine.decide(event).await);
+                let held =
+                    tickets.iter().find_map(|t: &Result<Ticket, Error>| t.as_ref().ok()).map(|t| t.handing_on.clone());
+                tickets.push(engine.decide_holding(event, held).await);
             }
             let mut settling = Vec::with_capacity(tickets.len());
             for ticket in tickets {
@@ -369,6 +380,8 @@ impl Engine {
         if !self.worth_recording(&ticket) {
             return self.answer_unrecorded(ticket).await.map(Settling::Answered);
         }
+        // Held until the record is handed on, past the ticket's end.
+        let _handing_on = ticket.handing_on.clone();
         let (record, admission) = self.record_of(ticket, outcome).await?;
         let (decision, counted) = (record.decision.clone(), record.counted);
         let write = match &self.inner.writer {
@@ -437,6 +450,7 @@ impl Engine {
                 if !self.worth_recording(&ticket) {
                     return Ok(());
                 }
+                let _handing_on = ticket.handing_on.clone();
                 let (record, _) = self.record_of(ticket, outcome).await?;
                 w.submit(record).await
             }
