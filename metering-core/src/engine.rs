@@ -349,10 +349,13 @@ impl Engine {
         let engine = self.clone();
         FinishOnDrop::new(async move {
             let mut tickets = Vec::with_capacity(events.len());
+            let mut held = None;
             for event in events {
-                let held =
-                    tickets.iter().find_map(|t: &Result<Ticket, Error>| t.as_ref().ok()).map(|t| t.handing_on.clone());
-                tickets.push(engine.decide_holding(event, held).await);
+                let ticket = engine.decide_holding(event, held.clone()).await;
+                if let (None, Ok(t)) = (&held, &ticket) {
+                    held = Some(t.handing_on.clone());
+                }
+                tickets.push(ticket);
             }
             let mut settling = Vec::with_capacity(tickets.len());
             for ticket in tickets {
