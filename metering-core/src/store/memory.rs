@@ -740,6 +740,20 @@ impl RecordStore for MemoryRecords {
         })
     }
 
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKey>, Error> {
+        Ok(self.catalog.lock().keys.get(id).cloned())
+    }
+
+    async fn active_api_keys(&self, after: Option<&str>, limit: usize) -> Result<Vec<ApiKey>, Error> {
+        let catalog = self.catalog.lock();
+        let start = match after {
+            Some(a) => std::ops::Bound::Excluded(a),
+            None => std::ops::Bound::Unbounded,
+        };
+        let page = catalog.keys.range::<str, _>((start, std::ops::Bound::Unbounded)).map(|(_, k)| k);
+        Ok(page.filter(|k| k.revoked_at.is_none()).take(limit.min(LedgerQuery::MAX_LIMIT)).cloned().collect())
+    }
+
     async fn append(&self, records: Vec<LedgerRecord>) -> Result<Vec<Appended>, Error> {
         let mut out = Vec::with_capacity(records.len());
         for r in records {
@@ -988,5 +1002,10 @@ mod tests {
         }
         assert_eq!(hot.login_guard("flood-999@example.com", at(21), policy).await.unwrap().failures, 1);
         assert_eq!(hot.login_guard("new-0@example.com", at(21), policy).await.unwrap(), LoginGuard::default());
+    }
+
+    #[tokio::test]
+    async fn api_keys_are_found_by_id_and_listed_across_tenants() {
+        crate::store::checks::api_keys_by_id_and_across_tenants(&MemoryRecords::new()).await;
     }
 }

@@ -1043,6 +1043,24 @@ impl RecordStore for SqliteRecords {
         .await
     }
 
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKey>, Error> {
+        let id = id.to_owned();
+        self.read(move |c| first(c, &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"), [id], decode_key))
+            .await
+    }
+
+    async fn active_api_keys(&self, after: Option<&str>, limit_to: usize) -> Result<Vec<ApiKey>, Error> {
+        // Every id sorts after the empty text.
+        let after = after.unwrap_or_default().to_owned();
+        let limit_to = limit(limit_to.min(LedgerQuery::MAX_LIMIT));
+        self.read(move |c| {
+            let sql =
+                format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id > ?1 AND revoked_at IS NULL ORDER BY id LIMIT ?2");
+            all(c, &sql, params![after, limit_to], decode_key)
+        })
+        .await
+    }
+
     async fn append(&self, records: Vec<LedgerRecord>) -> Result<Vec<Appended>, Error> {
         self.append_records(records, true).await
     }

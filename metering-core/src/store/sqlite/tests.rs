@@ -572,3 +572,10 @@ fn works_without_a_tokio_runtime() {
     assert_eq!(block_on(store.plan(&Plan::free().id)).unwrap(), Some(Plan::free()));
     block_on(store.ping()).unwrap();
 }
+
+#[tokio::test]
+async fn api_keys_are_found_by_id_and_listed_across_tenants() {
+    let path = temp_file("api-keys");
+    let store = SqliteRecords::open(&path).unwrap();
+    crate::store::checks::api_keys_by_id_and_across_tenants(&store).await;
+}
