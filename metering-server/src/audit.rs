@@ -27,9 +27,10 @@ fn entry_id(at: Timestamp) -> String {
 pub(crate) struct Change<'a> {
     /// The user who made it.
     pub(crate) actor: &'a str,
-    /// What was done: `tenant.update`, `tenant.credits`, `tenant.unlock`, `plan.create`, `plan.update`.
+    /// What was done: `tenant.update`, `tenant.credits`, `tenant.unlock`, `plan.create`,
+    /// `plan.update`, `storage.acknowledge`, `key.create`, `key.revoke`.
     pub(crate) action: &'static str,
-    /// What it was done to (a tenant or plan id).
+    /// What it was done to (a tenant, plan or API key id).
     pub(crate) target: &'a str,
     /// The value before, if there was one.
     pub(crate) before: Option<Value>,

@@ -1,11 +1,14 @@
 //! One error shape for every HTTP answer: `{"error": {"code", "message", "field"?}}`.
 //!
-//! Handlers return `Result<_, ApiError>`. Client errors name a stable `code` and, for bad
-//! input, the `field`. Internal failures answer a generic message and are logged once here,
+//! Handlers return `Result<_, ApiError>`; bodies and path parameters are taken through
+//! [`ApiJson`] and [`ApiPath`] so their rejections have the same shape. Client errors name a
+//! stable `code` and, for bad input, the `field`. Internal failures answer a generic message and are logged once here,
 //! so no storage text ever reaches a client.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::path::ErrorKind as PathErrorKind;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use metering_core::Error as CoreError;
@@ -168,12 +171,23 @@ where
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(e) => {
-            // serde's text is "<path>: <what>"; the path is the field.
+            // serde's text is "<path>: <what>", without the path at the top level; the path
+            // is the field, and a field missing from an object is named in backticks.
             let text = e.body_text();
             let detail = text.split_once(": ").map(|(_, d)| d).unwrap_or(&text).to_owned();
-            let field = detail.split_once(": ").map(|(f, _)| f.trim().to_owned());
+            let (path, what) = match detail.split_once(": ") {
+                Some((path, what)) if !path.contains(' ') => (Some(path.trim()), what),
+                _ => (None, detail.as_str()),
+            };
+            let missing = what.strip_prefix("missing field `").and_then(|rest| rest.split_once('`')).map(|(f, _)| f);
+            let field = match (path, missing) {
+                (Some(path), Some(missing)) => Some(format!("{path}.{missing}")),
+                (None, Some(missing)) => Some(missing.to_owned()),
+                (Some(path), None) => Some(path.to_owned()),
+                (None, None) => None,
+            };
             let err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", detail.clone());
-            match field.filter(|f| !f.contains(' ')) {
+            match field {
                 Some(f) => err.with_field(f),
                 None => err,
             }
@@ -186,6 +200,49 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is too large or unreadable")
         }
         other => ApiError::bad_request(other.body_text()),
+    }
+}
+
+/// A path-parameter extractor whose rejections use the [`ApiError`] shape.
+///
+/// A parameter that is not valid UTF-8 once percent-decoded, or does not parse, answers 422
+/// `invalid_field` naming the parameter (`id`), like an id of the wrong shape; every route
+/// with a path parameter takes it through this wrapper.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(ApiPath(v)),
+            Err(rejection) => Err(path_rejection(rejection)),
+        }
+    }
+}
+
+fn path_rejection(rejection: PathRejection) -> ApiError {
+    match rejection {
+        PathRejection::FailedToDeserializePathParams(e) => match e.into_kind() {
+            PathErrorKind::InvalidUtf8InPathParam { key } => {
+                ApiError::invalid(key, "must be valid UTF-8 once percent-decoded")
+            }
+            PathErrorKind::ParseErrorAtKey { key, expected_type, .. } => {
+                ApiError::invalid(key, format!("must be a {expected_type}"))
+            }
+            PathErrorKind::DeserializeError { key, message, .. } => ApiError::invalid(key, message),
+            // The handler's type does not fit its route: a mistake here, not the caller's.
+            kind @ (PathErrorKind::WrongNumberOfParameters { .. } | PathErrorKind::UnsupportedType { .. }) => {
+                ApiError::internal(kind)
+            }
+            other => ApiError::bad_request(other.to_string()),
+        },
+        other => ApiError::internal(other.body_text()),
     }
 }
 
@@ -202,6 +259,36 @@ mod tests {
         assert_eq!(
             body,
             serde_json::json!({"error": {"code": "invalid_field", "message": "not an e-mail", "field": "email"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_body_field_is_named() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Inner {
+            max: u32,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Outer {
+            amount: i64,
+            reason: String,
+            limits: Vec<Inner>,
+        }
+        async fn field(body: &str) -> Option<String> {
+            let req = Request::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(axum::body::Body::from(body.to_owned()))
+                .unwrap();
+            ApiJson::<Outer>::from_request(req, &()).await.unwrap_err().field
+        }
+        assert_eq!(field(r#"{"amount": 5, "limits": []}"#).await.as_deref(), Some("reason"));
+        assert_eq!(field(r#"{"amount": 5, "reason": "x", "limits": [{}]}"#).await.as_deref(), Some("limits[0].max"));
+        assert_eq!(field(r#"{"amount": "5", "reason": "x", "limits": []}"#).await.as_deref(), Some("amount"));
+        assert_eq!(
+            field(r#"{"amount": 5, "reason": "x", "limits": [{"max": -1}]}"#).await.as_deref(),
+            Some("limits[0].max")
         );
     }
 

@@ -37,7 +37,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-pub use error::{ApiError, ApiJson};
+pub use error::{ApiError, ApiJson, ApiPath};
 pub use settings::{AdminSeed, CONFIG_VAR, MIN_JWT_SECRET_BYTES, RateSpec, Secret, Settings, SettingsError};
 pub use state::{AppState, JWT_SECRET_FILE, StartError};
 

@@ -95,6 +95,133 @@ async fn a_tenant_is_suspended_and_moved_between_plans() {
 }
 
 #[tokio::test]
+async fn the_platform_tenant_cannot_be_suspended() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    for body in [json!({ "status": "suspended" }), json!({ "status": "suspended", "plan": "free" })] {
+        let a = s.http.patch("/admin/tenants/platform", Some(&admin), &body).await;
+        a.assert_error(409, Some("status"));
+        assert_eq!(a.body["error"]["code"], json!("platform_tenant"), "{}", a.text);
+    }
+    // Nothing changed, nothing was audited, and the admins still report.
+    let t = s.http.get("/admin/tenants/platform", Some(&admin)).await;
+    assert_eq!((t.body["tenant"]["status"].clone(), t.body["tenant"]["plan"].clone()), (json!("active"), json!("pro")));
+    let audit = s.http.get("/admin/audit", Some(&admin)).await;
+    assert_eq!(audit.body["items"], json!([]), "{}", audit.text);
+    assert_eq!(s.track(&admin, &call("/notes")).await.status, StatusCode::OK);
+    // Other changes to it stay possible.
+    let a = s.http.patch("/admin/tenants/platform", Some(&admin), &json!({ "status": "active" })).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+}
+
+#[tokio::test]
+async fn a_suspended_tenants_users_read_and_revoke_but_mint_no_key() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let u = s.signup("ada@example.com", None).await;
+    let key = s.http.post("/api/keys", Some(&u.token), &json!({ "name": "before" })).await;
+    assert_eq!(key.status, StatusCode::CREATED, "{}", key.text);
+    let key_id = key.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(s.track(&u.token, &call("/notes")).await.status, StatusCode::OK);
+    let path = format!("/admin/tenants/{}", u.tenant);
+    let a = s.http.patch(&path, Some(&admin), &json!({ "status": "suspended" })).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+
+    // Minting is refused, and nothing is minted.
+    let a = s.http.post("/api/keys", Some(&u.token), &json!({ "name": "after" })).await;
+    a.assert_error(403, None);
+    assert_eq!(a.body["error"]["code"], json!("tenant_suspended"), "{}", a.text);
+    // Tracking stays refused, with its decision.
+    let a = s.track(&u.token, &call("/notes")).await;
+    assert_eq!((a.status, a.body["reason"].clone()), (StatusCode::FORBIDDEN, json!("tenant_suspended")));
+    // Signing in and reading go on.
+    assert_eq!(s.login(&u.email, common::PASSWORD).await.status, StatusCode::OK);
+    let me = s.http.get("/api/me", Some(&u.token)).await;
+    assert_eq!(me.body["tenant"]["status"], json!("suspended"), "{}", me.text);
+    for read in ["/api/credits", "/api/usage", "/api/usage/summary"] {
+        assert_eq!(s.http.get(read, Some(&u.token)).await.status, StatusCode::OK, "{read}");
+    }
+    let keys = s.http.get("/api/keys", Some(&u.token)).await;
+    let ids: Vec<&str> = keys.body["keys"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [key_id.as_str()], "{}", keys.text);
+    // Revoking goes on.
+    assert_eq!(s.http.delete(&format!("/api/keys/{key_id}"), Some(&u.token)).await.status, StatusCode::NO_CONTENT);
+    let keys = s.http.get("/api/keys", Some(&u.token)).await;
+    assert_eq!(keys.body["keys"], json!([]), "{}", keys.text);
+
+    // An admin may still mint a key for it; once reactivated, its users mint again.
+    let a = s.http.post("/api/keys", Some(&admin), &json!({ "name": "by admin", "tenant_id": u.tenant })).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    s.http.patch(&path, Some(&admin), &json!({ "status": "active" })).await;
+    let a = s.http.post("/api/keys", Some(&u.token), &json!({ "name": "again" })).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+}
+
+#[tokio::test]
+async fn admins_list_and_revoke_any_tenants_keys_and_it_is_audited() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let ada = s.signup("ada@example.com", None).await;
+    let bob = s.signup("bob@example.com", None).await;
+    let bobs_own = s.http.post("/api/keys", Some(&bob.token), &json!({ "name": "bob's" })).await;
+    let bobs_own = bobs_own.body["id"].as_str().unwrap().to_owned();
+
+    // An admin mints a key for another tenant: it is audited.
+    let minted = s.http.post("/api/keys", Some(&admin), &json!({ "name": "for ada", "tenant_id": ada.tenant })).await;
+    assert_eq!(minted.status, StatusCode::CREATED, "{}", minted.text);
+    assert_eq!(minted.body["tenant_id"], json!(ada.tenant), "{}", minted.text);
+    let (id, secret) =
+        (minted.body["id"].as_str().unwrap().to_owned(), minted.body["key"].as_str().unwrap().to_owned());
+    let audit = s.http.get("/admin/audit?limit=1", Some(&admin)).await;
+    let entry = &audit.body["items"][0];
+    assert_eq!((entry["action"].clone(), entry["target"].clone()), (json!("key.create"), json!(id)), "{}", audit.text);
+    assert_eq!(entry["after"]["tenant_id"], json!(ada.tenant));
+    assert!(!audit.text.contains(&secret), "the secret is never audited");
+
+    // The admin lists it, with its tenant, among every tenant's keys, and by tenant.
+    let all = s.http.get("/api/keys", Some(&admin)).await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.text);
+    let listed = all.body["keys"].as_array().unwrap();
+    let found = listed.iter().find(|k| k["id"] == json!(id)).expect("the minted key is listed");
+    assert_eq!(found["tenant_id"], json!(ada.tenant));
+    assert!(listed.iter().any(|k| k["id"] == json!(bobs_own) && k["tenant_id"] == json!(bob.tenant)));
+    assert!(!all.text.contains(&secret));
+    let adas = s.http.get(&format!("/api/keys?tenant_id={}", ada.tenant), Some(&admin)).await;
+    let ids: Vec<&str> = adas.body["keys"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [id.as_str()], "{}", adas.text);
+    let page = s.http.get("/api/keys?limit=1", Some(&admin)).await;
+    assert_eq!(page.body["keys"].as_array().unwrap().len(), 1, "{}", page.text);
+    let after = page.body["next_after"].as_str().expect("a next page").to_owned();
+    let rest = s.http.get(&format!("/api/keys?limit=1000&after={after}"), Some(&admin)).await;
+    assert_eq!(rest.body["keys"].as_array().unwrap().len(), listed.len() - 1, "{}", rest.text);
+    assert_eq!(rest.body["next_after"], json!(null));
+
+    // Ada sees it as her own; Bob cannot revoke it (it does not exist for him), nor list it.
+    let hers = s.http.get("/api/keys", Some(&ada.token)).await;
+    assert_eq!(hers.body["keys"][0]["id"], json!(id), "{}", hers.text);
+    s.http.delete(&format!("/api/keys/{id}"), Some(&bob.token)).await.assert_error(404, None);
+    s.http
+        .get(&format!("/api/keys?tenant_id={}", ada.tenant), Some(&bob.token))
+        .await
+        .assert_error(403, Some("tenant_id"));
+    assert_eq!(s.http.post_with_key("/api/track", &secret, &call("/notes")).await.status, StatusCode::OK);
+
+    // The admin revokes it: it stops at once, and it is audited.
+    assert_eq!(s.http.delete(&format!("/api/keys/{id}"), Some(&admin)).await.status, StatusCode::NO_CONTENT);
+    s.http.post_with_key("/api/track", &secret, &call("/notes")).await.assert_error(401, None);
+    let audit = s.http.get("/admin/audit?limit=1", Some(&admin)).await;
+    let entry = &audit.body["items"][0];
+    assert_eq!((entry["action"].clone(), entry["target"].clone()), (json!("key.revoke"), json!(id)), "{}", audit.text);
+    assert_eq!(entry["before"]["tenant_id"], json!(ada.tenant));
+    s.http.delete(&format!("/api/keys/{id}"), Some(&admin)).await.assert_error(404, None);
+    s.http.delete("/api/keys/no-such-key", Some(&admin)).await.assert_error(404, None);
+    // And a user's own tenant's key, revoked by an admin.
+    assert_eq!(s.http.delete(&format!("/api/keys/{bobs_own}"), Some(&admin)).await.status, StatusCode::NO_CONTENT);
+    let bobs = s.http.get("/api/keys", Some(&bob.token)).await;
+    assert_eq!(bobs.body["keys"], json!([]), "{}", bobs.text);
+}
+
+#[tokio::test]
 async fn credits_are_granted_and_clawed_back_never_below_the_floor() {
     let s = TestServer::start().await;
     let admin = s.admin().await;
@@ -293,6 +420,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/auth/login"),
     ("post", "/api/track"),
     ("post", "/api/track/batch"),
+    ("post", "/api/keys"),
+    ("get", "/api/keys"),
+    ("delete", "/api/keys/{id}"),
     ("get", "/api/me"),
     ("get", "/api/credits"),
     ("get", "/api/usage"),

@@ -114,7 +114,10 @@ async fn bad_track_fields_name_the_field() {
         (with("timestamp", json!("2099-01-01T00:00:00Z")), 422, "timestamp"),
         (with("timestamp", json!(1_700_000_000)), 422, "timestamp"),
         (with("tenant_id", json!("other-tenant")), 403, "tenant_id"),
-        (with("tenant_id", json!("")), 403, "tenant_id"),
+        // The shape of the id is checked before the caller's right to it.
+        (with("tenant_id", json!("")), 422, "tenant_id"),
+        (with("tenant_id", json!("t".repeat(65))), 422, "tenant_id"),
+        (with("tenant_id", json!("not a tenant")), 422, "tenant_id"),
         (with("tenant_id", json!(7)), 422, "tenant_id"),
     ];
     for (body, status, field) in cases {
@@ -126,6 +129,48 @@ async fn bad_track_fields_name_the_field() {
     // Nothing was charged or recorded.
     let usage = s.http.get("/api/usage", Some(&u.token)).await;
     assert_eq!(usage.body["items"], json!([]), "{}", usage.text);
+}
+
+#[tokio::test]
+async fn a_missing_body_field_is_named() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let u = s.signup("ada@example.com", None).await;
+    let path = format!("/admin/tenants/{}/credits", u.tenant);
+    s.http.post(&path, Some(&admin), &json!({ "amount": 5 })).await.assert_error(422, Some("reason"));
+    s.http.post(&path, Some(&admin), &json!({ "reason": "goodwill" })).await.assert_error(422, Some("amount"));
+    s.http.post("/api/keys", Some(&u.token), &json!({})).await.assert_error(422, Some("name"));
+    s.http.post("/auth/login", None, &json!({ "email": "ada@example.com" })).await.assert_error(422, Some("password"));
+    let credits = s.http.get("/api/credits", Some(&u.token)).await;
+    assert_eq!(credits.body["granted"], json!(0), "{}", credits.text);
+}
+
+#[tokio::test]
+async fn path_ids_that_are_not_utf8_get_the_standard_shape_on_every_route() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let u = s.signup("ada@example.com", None).await;
+    let plan = json!({ "name": "x", "monthly_credits": 1, "limits": [] });
+    let cases: Vec<(Method, &str, Option<Value>, &str)> = vec![
+        (Method::GET, "/admin/tenants/%ff", None, &admin),
+        (Method::PATCH, "/admin/tenants/%ff", Some(json!({ "status": "active" })), &admin),
+        (Method::POST, "/admin/tenants/%ff/credits", Some(json!({ "amount": 5, "reason": "x" })), &admin),
+        (Method::POST, "/admin/tenants/%ff/unlock", None, &admin),
+        (Method::PUT, "/admin/plans/%ff", Some(plan), &admin),
+        (Method::DELETE, "/api/keys/%ff", None, &admin),
+        (Method::DELETE, "/api/keys/%c3%28", None, &u.token),
+    ];
+    for (method, path, body, token) in cases {
+        let a = match body {
+            Some(b) => s.http.json(method.clone(), path, Some(token), &b).await,
+            None => s.http.raw(method.clone(), path, Some(token), &[], "").await,
+        };
+        let what = format!("{method} {path}");
+        assert_shape(&what, a.status, &a.body, &a.text);
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {}", a.text);
+        assert_eq!(a.body["error"]["field"], json!("id"), "{what}: {}", a.text);
+        assert!(a.header("content-type").is_some_and(|c| c.starts_with("application/json")), "{what}");
+    }
 }
 
 #[tokio::test]
@@ -158,6 +203,9 @@ async fn bad_query_strings_name_the_parameter() {
         ("/admin/stats", "from=%FF", "from"),
         ("/admin/audit", "limit=x", "limit"),
         ("/admin/audit", "before=not%20an%20id", "before"),
+        ("/api/keys", "tenant_id=a%20b", "tenant_id"),
+        ("/api/keys", "limit=0", "limit"),
+        ("/api/keys", "after=", "after"),
     ];
     for (path, query, field) in cases {
         let a = s.http.get(&format!("{path}?{query}"), Some(&admin)).await;

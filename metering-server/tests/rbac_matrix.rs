@@ -231,6 +231,9 @@ async fn own_and_other_tenant_data() {
     let (_, keys) = w.call(Who::User, &Method::GET, "/api/keys", None).await;
     let ids: Vec<&str> = keys["keys"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap()).collect();
     assert_eq!(ids, [w.own_key_id.as_str()]);
+    // An admin sees and may revoke every tenant's keys.
+    let (_, keys) = w.call(Who::Admin, &Method::GET, &format!("/api/keys?tenant_id={}", w.other_tenant), None).await;
+    assert_eq!(keys["keys"][0]["id"], w.other_key_id.as_str(), "{keys}");
     let (status, _) = w.call(Who::User, &Method::DELETE, &format!("/api/keys/{}", w.own_key_id), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = w.call(Who::UserKey, &Method::POST, "/api/track", Some(&event(&w.own_tenant))).await;

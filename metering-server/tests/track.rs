@@ -82,6 +82,49 @@ async fn a_service_key_names_the_tenant_and_an_unknown_one_is_a_bad_field() {
 }
 
 #[tokio::test]
+async fn a_key_bound_to_a_service_reports_that_service_only() {
+    let s = TestServer::start().await;
+    let u = s.signup("ada@example.com", None).await;
+    let a = s.http.post("/api/keys", Some(&u.token), &json!({ "name": "bound", "service_name": "billing-api" })).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert_eq!(a.body["service_name"], json!("billing-api"), "{}", a.text);
+    let key = a.body["key"].as_str().expect("key").to_owned();
+    let event = |service: &str| json!({ "service_name": service, "endpoint": "/invoices", "method": "GET" });
+
+    let a = s.http.post_with_key("/api/track", &key, &event("billing-api")).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let a = s.http.post_with_key("/api/track", &key, &event("other-svc")).await;
+    a.assert_error(403, Some("service_name"));
+    assert_eq!(a.body["error"]["code"], json!("forbidden"));
+    // A name of the wrong shape is a bad field first.
+    s.http.post_with_key("/api/track", &key, &event(" ")).await.assert_error(422, Some("service_name"));
+
+    // In a batch each event is checked on its own: the other service's gets its error slot.
+    let batch = json!({ "events": [event("billing-api"), event("other-svc"), event("billing-api")] });
+    let a = s.http.post_with_key("/api/track/batch", &key, &batch).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let results = a.body["results"].as_array().expect("results");
+    assert_eq!(results[0]["allowed"], json!(true), "{}", a.text);
+    assert_eq!(
+        (results[1]["error"]["code"].clone(), results[1]["error"]["field"].clone()),
+        (json!("forbidden"), json!("service_name")),
+        "{}",
+        a.text
+    );
+    assert_eq!(results[2]["allowed"], json!(true), "{}", a.text);
+
+    // Only the three calls of the bound service were charged and recorded.
+    let credits = s.http.get("/api/credits", Some(&u.token)).await;
+    assert_eq!(credits.body["used"], json!(3), "{}", credits.text);
+    let usage = s.http.get("/api/usage", Some(&u.token)).await;
+    let items = usage.body["items"].as_array().expect("items");
+    assert_eq!(items.len(), 3, "{}", usage.text);
+    assert!(items.iter().all(|i| i["service_name"] == json!("billing-api")), "{}", usage.text);
+    // The user's own token is bound to nothing.
+    assert_eq!(s.track(&u.token, &event("other-svc")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn a_replayed_event_id_answers_the_first_decision_and_charges_nothing() {
     let s = TestServer::start().await;
     let u = s.signup("ada@example.com", None).await;

@@ -20,6 +20,8 @@ pub enum Credential {
     ApiKey {
         /// The key's id.
         key_id: String,
+        /// The service the key is bound to, if it is: it reports calls of that service only.
+        service_name: Option<String>,
     },
 }
 
@@ -63,6 +65,15 @@ impl Caller {
     /// Whether the caller is an admin.
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
+    }
+
+    /// The service the caller's credential is bound to, if it is (an API key created with a
+    /// `service_name`); such a caller reports calls of that service only.
+    pub fn bound_service(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::ApiKey { service_name, .. } => service_name.as_deref(),
+            Credential::AccessToken { .. } => None,
+        }
     }
 }
 

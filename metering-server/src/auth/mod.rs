@@ -14,8 +14,9 @@ pub mod token;
 pub use caller::{ActsFor, Caller, Credential};
 pub use password::{PasswordCost, hash_password, verify_password};
 pub use service::{
-    API_KEY_HEADER, API_KEY_PREFIX, ApiKeyInfo, AuthService, CreatedApiKey, DEFAULT_ADMIN_EMAIL, LoginRequest,
-    NewApiKey, PLATFORM_PLAN, PLATFORM_TENANT, RefreshRequest, SignupRequest, SignupResponse, TokenPair, hash_api_key,
+    API_KEY_HEADER, API_KEY_PREFIX, ApiKeyInfo, AuthService, CreatedApiKey, DEFAULT_ADMIN_EMAIL, KeyPage, KeyQuery,
+    LoginRequest, NewApiKey, PLATFORM_PLAN, PLATFORM_TENANT, RefreshRequest, SignupRequest, SignupResponse, TokenPair,
+    hash_api_key,
 };
 
 /// The most characters of an e-mail address.

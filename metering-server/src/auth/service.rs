@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode, header};
-use metering_core::{ApiKey, Engine, LockoutPolicy, PlanId, RefreshToken, Role, Tenant, TenantId, Timestamp, User};
+use metering_core::{
+    ApiKey, Engine, LockoutPolicy, PlanId, RefreshToken, Role, Tenant, TenantId, TenantStatus, Timestamp, User,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
@@ -122,13 +124,14 @@ pub struct NewApiKey {
     pub any_tenant: bool,
 }
 
-/// A new API key; the secret is shown this once.
+/// A new API key: the key as it is listed, and its secret, shown this once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct CreatedApiKey {
-    /// The key's id (for listing and revoking).
-    pub id: String,
     /// The secret: send as `X-API-Key`. Only a hash is kept.
     pub key: String,
+    /// The key as listed (its `id` is for listing and revoking).
+    #[serde(flatten)]
+    pub info: ApiKeyInfo,
 }
 
 /// An API key as listed (never its secret or hash).
@@ -147,6 +150,40 @@ pub struct ApiKeyInfo {
     /// When it was created (RFC 3339).
     #[schema(value_type = String)]
     pub created_at: metering_core::Timestamp,
+}
+
+impl From<ApiKey> for ApiKeyInfo {
+    fn from(k: ApiKey) -> Self {
+        ApiKeyInfo {
+            any_tenant: k.tenant_id.is_none(),
+            id: k.id,
+            name: k.name,
+            service_name: k.service_name,
+            tenant_id: k.tenant_id.map(String::from),
+            created_at: k.created_at,
+        }
+    }
+}
+
+/// Which keys [`AuthService::api_keys`] lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyQuery {
+    /// Only this tenant's (admins; a user may only name its own).
+    pub tenant: Option<TenantId>,
+    /// Every tenant's (admins, no `tenant`): the keys after this id.
+    pub after: Option<String>,
+    /// Every tenant's (admins, no `tenant`): at most this many.
+    pub limit: usize,
+}
+
+/// A listing of keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct KeyPage {
+    /// The active keys, by id.
+    pub keys: Vec<ApiKeyInfo>,
+    /// Pass as `after` for the next page of every tenant's keys; `null` on the last page
+    /// and for one tenant's keys, which come whole.
+    pub next_after: Option<String>,
 }
 
 /// Authentication and accounts for the server.
@@ -502,12 +539,18 @@ impl AuthService {
             tenant,
             role: creator.role,
             acts_for,
-            credential: Credential::ApiKey { key_id: stored.id },
+            credential: Credential::ApiKey { key_id: stored.id, service_name: stored.service_name },
         })
     }
 
     /// Creates an API key for the caller's tenant, another tenant (admins), or any tenant
     /// (admins, `any_tenant`).
+    ///
+    /// What a suspended tenant's users may still do is decided here and in the engine: they
+    /// sign in, read (their usage, credits, keys, and invoices where there are some) and
+    /// revoke keys, but they may not mint a key (403 `tenant_suspended`) and their calls are
+    /// denied with `tenant_suspended`. Admins may still mint a key for a suspended tenant,
+    /// which reports nothing until the tenant is active again.
     pub async fn create_api_key(&self, caller: &Caller, req: NewApiKey) -> Result<CreatedApiKey, ApiError> {
         let name = check_text("name", &req.name, 100)?;
         let service_name = req.service_name.as_deref().map(|s| check_text("service_name", s, 128)).transpose()?;
@@ -529,6 +572,16 @@ impl AuthService {
                 Some(t)
             }
         };
+        if !caller.is_admin()
+            && let Some(own) = self.engine.records().tenant(&caller.tenant).await?
+            && own.status == TenantStatus::Suspended
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "tenant_suspended",
+                "the tenant is suspended: its keys can be listed and revoked, not created",
+            ));
+        }
         let secret = format!("{API_KEY_PREFIX}{}", hex(&rand::random::<[u8; 32]>()));
         let key = ApiKey {
             id: new_id("key_"),
@@ -542,46 +595,45 @@ impl AuthService {
         };
         self.engine.records().insert_api_key(&key).await?;
         tracing::info!(key = %key.id, tenant = ?key.tenant_id, "API key created");
-        Ok(CreatedApiKey { id: key.id, key: secret })
+        let info = ApiKeyInfo::from(key);
+        Ok(CreatedApiKey { key: secret, info })
     }
 
-    /// The active keys of the caller's tenant, and for admins the service keys too.
-    pub async fn api_keys(&self, caller: &Caller) -> Result<Vec<ApiKeyInfo>, ApiError> {
-        Ok(self
-            .visible_keys(caller)
-            .await?
-            .into_iter()
-            .map(|k| ApiKeyInfo {
-                any_tenant: k.tenant_id.is_none(),
-                id: k.id,
-                name: k.name,
-                service_name: k.service_name,
-                tenant_id: k.tenant_id.map(String::from),
-                created_at: k.created_at,
-            })
-            .collect())
-    }
-
-    async fn visible_keys(&self, caller: &Caller) -> Result<Vec<ApiKey>, ApiError> {
+    /// The active keys a caller may see: a user those of its own tenant (all of them; naming
+    /// another tenant answers 403); an admin those of `query.tenant`, or, without one, every
+    /// tenant's and the service keys, by id, in pages.
+    pub async fn api_keys(&self, caller: &Caller, query: KeyQuery) -> Result<KeyPage, ApiError> {
         let records = self.engine.records();
-        let mut keys = records.api_keys(Some(&caller.tenant)).await?;
-        if caller.is_admin() {
-            keys.extend(records.api_keys(None).await?);
-        }
+        let (mut keys, paged) = match (caller.is_admin(), query.tenant) {
+            (false, Some(t)) if t != caller.tenant => {
+                return Err(ApiError::forbidden("you may only list your own tenant's keys").with_field("tenant_id"));
+            }
+            (false, _) => (records.api_keys(Some(&caller.tenant)).await?, false),
+            (true, Some(t)) => (records.api_keys(Some(&t)).await?, false),
+            (true, None) => (records.active_api_keys(query.after.as_deref(), query.limit).await?, true),
+        };
         keys.retain(|k| k.revoked_at.is_none());
-        Ok(keys)
+        let next_after = match keys.last() {
+            Some(last) if paged && keys.len() >= query.limit => Some(last.id.clone()),
+            _ => None,
+        };
+        Ok(KeyPage { keys: keys.into_iter().map(ApiKeyInfo::from).collect(), next_after })
     }
 
-    /// Revokes one of the keys [`api_keys`](Self::api_keys) lists; 404 for any other.
-    pub async fn revoke_api_key(&self, caller: &Caller, id: &str) -> Result<(), ApiError> {
-        let keys = self.visible_keys(caller).await?;
-        let Some(key) = keys.iter().find(|k| k.id == id) else {
-            return Err(ApiError::not_found("no such API key"));
-        };
+    /// Revokes a key and returns it as it was listed: any active key for an admin, one of
+    /// its own tenant's for a user; 404 for any other (another tenant's key is not shown to
+    /// exist), and for a key already revoked.
+    pub async fn revoke_api_key(&self, caller: &Caller, id: &str) -> Result<ApiKeyInfo, ApiError> {
+        let not_found = || ApiError::not_found("no such API key");
+        let key = self.engine.records().api_key(id).await?.ok_or_else(not_found)?;
+        let visible = caller.is_admin() || key.tenant_id.as_ref() == Some(&caller.tenant);
+        if !visible || key.revoked_at.is_some() {
+            return Err(not_found());
+        }
         self.engine.records().revoke_api_key(id, self.engine.now()).await?;
         self.identities.forget_key(&key.key_hash);
-        tracing::info!(key = %id, "API key revoked");
-        Ok(())
+        tracing::info!(key = %id, tenant = ?key.tenant_id, by = %caller.user_id, "API key revoked");
+        Ok(ApiKeyInfo::from(key))
     }
 
     /// Creates the admin `email` in the platform tenant, or makes the existing user with

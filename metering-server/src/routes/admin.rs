@@ -3,10 +3,14 @@
 //!
 //! The authorization middleware lets only admins in; every handler checks
 //! [`Caller::is_admin`] again. Every change (tenant update, credits, unlock, plan create and
-//! update) is written to the audit log with the values before and after.
+//! update) is written to the audit log with the values before and after; so are an admin's
+//! mints and revocations of API keys outside its own tenant (`routes/keys.rs`).
+//!
+//! The platform tenant, the admins' own, cannot be suspended: that would lock every admin
+//! out of tracking and is never what is meant.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use metering_core::{
     Error as CoreError, GroupBy, LedgerQuery, Limit, Plan, PlanId, PremiumAccess, PricingRule, TenantId, TenantStatus,
@@ -18,12 +22,12 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, PLATFORM_TENANT};
 use crate::routes::tenant::{
     ApiQuery, CreditsBody, GroupBody, TenantBody, UsagePage, UsageParams, summary, time_range, usage_page,
 };
 use crate::routes::track::ErrorBody;
-use crate::{ApiError, ApiJson, AppState};
+use crate::{ApiError, ApiJson, ApiPath, AppState};
 
 use crate::audit;
 
@@ -146,12 +150,13 @@ pub(crate) struct TenantDetail {
         (status = 200, description = "the tenant and its balance", body = TenantDetail),
         (status = 403, description = "not an admin", body = ErrorBody),
         (status = 404, description = "no such tenant", body = ErrorBody),
+        (status = 422, description = "not a tenant id (`field` is `id`)", body = ErrorBody),
     )
 )]
 async fn get_tenant(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TenantDetail>, ApiError> {
     require_admin(&caller)?;
     let id = tenant_id(id)?;
@@ -186,6 +191,9 @@ pub(crate) struct TenantPatch {
 }
 
 /// Change a tenant's plan or status. Applies to its next call; no counter is reset.
+///
+/// The platform tenant (the admins' own) cannot be suspended: 409 `platform_tenant`, and
+/// nothing of the change is applied.
 #[utoipa::path(
     patch,
     path = "/admin/tenants/{id}",
@@ -197,13 +205,14 @@ pub(crate) struct TenantPatch {
         (status = 200, description = "the changed tenant", body = TenantBody),
         (status = 403, description = "not an admin", body = ErrorBody),
         (status = 404, description = "no such tenant", body = ErrorBody),
-        (status = 422, description = "an unknown plan, a bad status, or nothing to change", body = ErrorBody),
+        (status = 409, description = "`platform_tenant`: the platform tenant cannot be suspended", body = ErrorBody),
+        (status = 422, description = "not a tenant id, an unknown plan, a bad status, or nothing to change", body = ErrorBody),
     )
 )]
 async fn update_tenant(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(patch): ApiJson<TenantPatch>,
 ) -> Result<Json<TenantBody>, ApiError> {
     require_admin(&caller)?;
@@ -217,6 +226,13 @@ async fn update_tenant(
         StatusBody::Active => TenantStatus::Active,
         StatusBody::Suspended => TenantStatus::Suspended,
     });
+    if status == Some(TenantStatus::Suspended) && id.as_str() == PLATFORM_TENANT {
+        return Err(ApiError::conflict(
+            "platform_tenant",
+            "the platform tenant is the admins' own and cannot be suspended",
+        )
+        .with_field("status"));
+    }
     let before = state.engine.records().tenant(&id).await?.ok_or_else(|| unknown_tenant(&id))?;
     let after = state
         .engine
@@ -284,13 +300,13 @@ pub(crate) struct GrantResult {
         (status = 200, description = "the new balance", body = GrantResult),
         (status = 403, description = "not an admin", body = ErrorBody),
         (status = 404, description = "no such tenant", body = ErrorBody),
-        (status = 422, description = "a bad amount or reason, or a claw-back below the floor", body = ErrorBody),
+        (status = 422, description = "not a tenant id, a bad or missing amount or reason, or a claw-back below the floor (`field` names it)", body = ErrorBody),
     )
 )]
 async fn grant_credits(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(change): ApiJson<CreditsChange>,
 ) -> Result<Json<GrantResult>, ApiError> {
     require_admin(&caller)?;
@@ -350,12 +366,13 @@ pub(crate) struct UnlockResult {
         (status = 200, description = "the users were unlocked", body = UnlockResult),
         (status = 403, description = "not an admin", body = ErrorBody),
         (status = 404, description = "no such tenant", body = ErrorBody),
+        (status = 422, description = "not a tenant id (`field` is `id`)", body = ErrorBody),
     )
 )]
 async fn unlock_tenant(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<UnlockResult>, ApiError> {
     require_admin(&caller)?;
     let id = tenant_id(id)?;
@@ -582,13 +599,13 @@ async fn create_plan(
         (status = 200, description = "the plan was replaced", body = PlanBody),
         (status = 403, description = "not an admin", body = ErrorBody),
         (status = 404, description = "no such plan", body = ErrorBody),
-        (status = 422, description = "an invalid field, or a body id other than the path's", body = ErrorBody),
+        (status = 422, description = "not a plan id, an invalid field, or a body id other than the path's", body = ErrorBody),
     )
 )]
 async fn replace_plan(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PlanBody>,
 ) -> Result<Json<PlanBody>, ApiError> {
     require_admin(&caller)?;
@@ -763,9 +780,10 @@ pub(crate) struct AuditItem {
     at: Timestamp,
     /// The admin's user id.
     actor: String,
-    /// `tenant.update`, `tenant.credits`, `tenant.unlock`, `plan.create` or `plan.update`.
+    /// `tenant.update`, `tenant.credits`, `tenant.unlock`, `plan.create`, `plan.update`,
+    /// `storage.acknowledge`, `key.create` or `key.revoke`.
     action: String,
-    /// The tenant or plan id.
+    /// The tenant, plan or API key id (`storage` for storage).
     target: String,
     /// The value before.
     #[schema(value_type = Option<Object>)]

@@ -4,12 +4,16 @@
 //! (group commit). Allowed calls answer 200; denied calls answer the reason's status
 //! (429 with `Retry-After`, 402, 403) with the same body. Every answer carries the
 //! rate-limit header fields of the decision.
+//!
+//! Before the engine sees a call, the caller's right to report it is checked: the tenant
+//! (its own, unless a service key) and, for a key bound to a service, the service. A field
+//! of the wrong shape answers 422 before any such check answers 403.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use metering_core::{Decision, Error as CoreError, Per, Timestamp, UsageEvent, WindowStatus};
+use metering_core::{Decision, Error as CoreError, Per, TenantId, TimeBounds, Timestamp, UsageEvent, WindowStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -89,9 +93,11 @@ pub(crate) struct TrackRequest {
 }
 
 impl TrackRequest {
-    /// The engine's event for this request, with the tenant the caller may charge.
+    /// The engine's event for this request, with the tenant the caller may charge, for a
+    /// service the caller may report.
     fn into_event(self, caller: &Caller) -> Result<UsageEvent, ApiError> {
         let tenant_id = tenant_for(caller, self.tenant_id)?;
+        service_for(caller, &self.service_name)?;
         Ok(UsageEvent {
             tenant_id,
             service_name: self.service_name,
@@ -139,16 +145,40 @@ impl TrackRequest {
 }
 
 /// The tenant a call is charged to: the one named, which a caller acting for one tenant
-/// may only name as its own, or, when none is named, the caller's only tenant.
+/// may only name as its own, or, when none is named, the caller's only tenant. A named id
+/// of the wrong shape answers 422 before the caller's right to it is looked at.
 fn tenant_for(caller: &Caller, named: Option<String>) -> Result<String, ApiError> {
+    let named = named
+        .map(|n| TenantId::new(n).map_err(|e| ApiError::invalid("tenant_id", e.problem.to_string())))
+        .transpose()?;
     match (named, &caller.acts_for) {
         (None, ActsFor::Tenant(own)) => Ok(own.as_str().to_owned()),
         (None, ActsFor::AnyTenant) => Err(ApiError::invalid("tenant_id", "a service key must name the tenant")),
-        (Some(named), ActsFor::Tenant(own)) if named != own.as_str() => {
+        (Some(named), ActsFor::Tenant(own)) if named != *own => {
             Err(ApiError::forbidden("this caller may only track calls of its own tenant").with_field("tenant_id"))
         }
-        (Some(named), _) => Ok(named),
+        (Some(named), _) => Ok(named.as_str().to_owned()),
     }
+}
+
+/// Checks that the caller may report calls of `service_name`: an API key bound to a
+/// service reports that service only (the exact name it was created with), any other
+/// answers 403 naming `service_name`. A name of the wrong shape answers the engine's 422
+/// first, so the binding is never a way to learn less about a bad field.
+fn service_for(caller: &Caller, service_name: &str) -> Result<(), ApiError> {
+    let Some(bound) = caller.bound_service() else { return Ok(()) };
+    if bound == service_name {
+        return Ok(());
+    }
+    // The engine's own rules for the field, on an event that is otherwise valid.
+    if let Err(e) =
+        UsageEvent::new("probe", service_name, "/", "GET").validate_at(Timestamp::EPOCH, &TimeBounds::default())
+        && e.field == "service_name"
+    {
+        return Err(ApiError::invalid(e.field, e.to_string()));
+    }
+    Err(ApiError::forbidden(format!("this API key reports calls of the service `{bound}` only"))
+        .with_field("service_name"))
 }
 
 /// The engine's error as an answer; an unknown tenant is a bad `tenant_id` here.
@@ -249,7 +279,7 @@ async fn track_event(state: &AppState, event: UsageEvent) -> Result<Decision, Ap
     responses(
         (status = 200, description = "allowed", body = DecisionBody),
         (status = 402, description = "denied: insufficient_credits", body = DecisionBody),
-        (status = 403, description = "denied: premium_not_in_plan or tenant_suspended (a decision), or forbidden: another tenant (an error)", body = DecisionBody),
+        (status = 403, description = "denied: premium_not_in_plan or tenant_suspended (a decision), or forbidden: another tenant, or another service than the API key is bound to (an error naming `tenant_id` or `service_name`)", body = DecisionBody),
         (status = 429, description = "denied: rate_limited (with Retry-After)", body = DecisionBody),
         (status = 400, description = "malformed JSON", body = ErrorBody),
         (status = 401, description = "not authenticated", body = ErrorBody),
@@ -298,7 +328,11 @@ pub(crate) struct BatchResponse {
 /// Track up to 1,000 calls in one request.
 ///
 /// Answers 200 with one slot per event, in order: its decision (allowed or denied), or,
-/// for an event that is invalid or not the caller's to track, `{"error": {...}}`. Events
+/// for an event that is invalid or not the caller's to track, `{"error": {...}}`. Each
+/// event is checked on its own, as its own call would be: one of another tenant, or of
+/// another service than the API key is bound to, gets a `forbidden` slot naming
+/// `tenant_id` or `service_name`, is neither charged nor recorded, and the others are
+/// decided. Events
 /// are decided in the submitted order (so the decisions of one tenant follow it) and their
 /// ledger records are written together; the answer comes once all are durable.
 #[utoipa::path(
@@ -374,7 +408,7 @@ mod tests {
             tenant: TenantId::new("acme").unwrap(),
             role: Role::User,
             acts_for,
-            credential: Credential::ApiKey { key_id: "k1".into() },
+            credential: Credential::ApiKey { key_id: "k1".into(), service_name: None },
         }
     }
 
@@ -388,6 +422,27 @@ mod tests {
         let service = caller(ActsFor::AnyTenant);
         assert_eq!(tenant_for(&service, Some("other".into())).unwrap(), "other");
         assert_eq!(tenant_for(&service, None).unwrap_err().field.as_deref(), Some("tenant_id"));
+        for bad in [String::new(), "a b".into(), "t".repeat(65)] {
+            let e = tenant_for(&own, Some(bad.clone())).unwrap_err();
+            assert_eq!(
+                (e.status, e.field.as_deref()),
+                (StatusCode::UNPROCESSABLE_ENTITY, Some("tenant_id")),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bound_key_reports_its_service_only() {
+        let mut bound = caller(ActsFor::Tenant(TenantId::new("acme").unwrap()));
+        bound.credential = Credential::ApiKey { key_id: "k1".into(), service_name: Some("billing-api".into()) };
+        assert!(service_for(&bound, "billing-api").is_ok());
+        let e = service_for(&bound, "other-svc").unwrap_err();
+        assert_eq!((e.status, e.field.as_deref()), (StatusCode::FORBIDDEN, Some("service_name")));
+        let e = service_for(&bound, " ").unwrap_err();
+        assert_eq!((e.status, e.field.as_deref()), (StatusCode::UNPROCESSABLE_ENTITY, Some("service_name")));
+        let free = caller(ActsFor::Tenant(TenantId::new("acme").unwrap()));
+        assert!(service_for(&free, "other-svc").is_ok());
     }
 
     #[test]

@@ -241,6 +241,17 @@ impl Http {
         self.json(Method::POST, path, token, body).await
     }
 
+    /// `POST path` with a JSON body, authenticated with an API key (`X-API-Key`).
+    pub async fn post_with_key(&self, path: &str, key: &str, body: &Value) -> Answer {
+        let bytes = serde_json::to_vec(body).expect("json");
+        self.raw(Method::POST, path, None, &[("content-type", "application/json"), ("x-api-key", key)], bytes).await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Answer {
+        self.raw(Method::DELETE, path, token, &[], Bytes::new()).await
+    }
+
     /// `PATCH path` with a JSON body.
     pub async fn patch(&self, path: &str, token: Option<&str>, body: &Value) -> Answer {
         self.json(Method::PATCH, path, token, body).await
