@@ -2,7 +2,8 @@
 //! embedded backend (SQLite records in `$NOTES_DATA_DIR/notes-api.db`, hot counters in
 //! memory, the ledger written by group commit).
 //!
-//! It shows: the layer applied with `route_layer` (endpoints named by their route template),
+//! It shows: the layer applied to each route's handlers with `MeteringLayer::on` (endpoints
+//! named by their route template; a method a route lacks answers `405` before metering),
 //! the tenant taken from `x-tenant-id`, a premium route (`/notes/{id}/summary`, feature
 //! `ai`) that only `pro` may call, a quota answering `429` with `Retry-After` and the
 //! `RateLimit` fields, and quotas that survive a restart (the counters are rebuilt from the
@@ -143,7 +144,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .service_name("notes-api")
         .premium_route("/notes/{id}/summary", Some("ai"))
         .build()?;
-    let app = app(Notes::default()).route_layer(metering).layer(DefaultBodyLimit::max(MAX_REQUEST));
+    let app = app(Notes::default(), &metering).layer(DefaultBodyLimit::max(MAX_REQUEST));
 
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("notes-api listening on http://{} (data in {})", listener.local_addr()?, dir.display());
@@ -169,12 +170,12 @@ async fn seed(engine: &Engine) -> Result<(), Error> {
     Ok(())
 }
 
-/// The routes, before metering (`route_layer` is applied by the caller).
-fn app(notes: Notes) -> Router {
+/// The routes, each route's handlers metered.
+fn app(notes: Notes, metering: &MeteringLayer<Engine>) -> Router {
     Router::new()
-        .route("/notes", get(list_notes).post(create_note))
-        .route("/notes/{id}", get(get_note))
-        .route("/notes/{id}/summary", get(summarize_note))
+        .route("/notes", metering.on(get(list_notes).post(create_note)))
+        .route("/notes/{id}", metering.on(get(get_note)))
+        .route("/notes/{id}/summary", metering.on(get(summarize_note)))
         .with_state(notes)
 }
 

@@ -21,7 +21,7 @@ use crate::policy::{Policy, PolicyCache};
 use crate::pricing::price;
 use crate::store::{Admission, Admitted, HotSnapshot, HotStore, LockoutPolicy, LoginGuard, RecordStore};
 use crate::tenant::{Period, Tenant, TenantId, TenantOverrides, TenantStatus};
-use crate::writer::{Appending, GroupCommit, LedgerWriter};
+use crate::writer::{Appending, GroupCommit, LedgerWriter, WriterStats};
 
 /// Where settling a ticket stands between handing its record on and answering.
 enum Settling {
@@ -174,7 +174,10 @@ impl EngineBuilder {
 
     /// Builds the engine; fails only when group commit is asked for outside a runtime.
     pub fn build(self) -> Result<Engine, Error> {
-        let writer = self.group_commit.map(|cfg| LedgerWriter::spawn(Arc::clone(&self.records), cfg)).transpose()?;
+        let writer = self
+            .group_commit
+            .map(|cfg| LedgerWriter::spawn(Arc::clone(&self.records), Arc::clone(&self.hot), cfg))
+            .transpose()?;
         Ok(Engine {
             inner: Arc::new(Inner {
                 records: self.records,
@@ -289,6 +292,9 @@ impl Engine {
             Some(held) => held,
             None => HandingOn { _guard: Arc::new(Arc::clone(&self.inner.handing_on).read_owned().await) },
         };
+        if let Some(writer) = &self.inner.writer {
+            writer.check_taking()?;
+        }
         for _ in 0..LOAD_ATTEMPTS {
             let (decision, replayed) = match self.inner.hot.admit(&admission).await? {
                 Admitted::Decided(decision) => (decision, false),
@@ -446,7 +452,11 @@ impl Engine {
     /// Queues the ticket's ledger record without waiting for it to be durable (the layer's
     /// path: the response is not held up). Records still queued when the process dies
     /// hard are lost; [`flush`](Self::flush) on shutdown writes them. The writer stores
-    /// batches of such records with [`RecordStore::append_buffered`].
+    /// batches of such records with [`RecordStore::append_buffered`]; when the store
+    /// fails, it keeps them and tries again, and one it cannot keep has its counts given
+    /// back (see [`FailurePolicy`](crate::FailurePolicy)). A full queue makes this wait
+    /// for room, so nothing is lost to a slow disk (counted in
+    /// [`WriterStats::queue_full_waits`]).
     pub async fn settle_later(&self, ticket: Ticket, outcome: Outcome) -> Result<(), Error> {
         match &self.inner.writer {
             Some(w) if !ticket.replayed => {
@@ -454,8 +464,8 @@ impl Engine {
                     return Ok(());
                 }
                 let _handing_on = ticket.handing_on.clone();
-                let (record, _) = self.record_of(ticket, outcome).await?;
-                w.submit(record).await
+                let (record, admission) = self.record_of(ticket, outcome).await?;
+                w.submit(record, admission).await
             }
             _ => self.settle(ticket, outcome).await.map(drop),
         }
@@ -492,7 +502,12 @@ impl Engine {
 
     /// Ledger records waiting for the group-commit writer now (0 without one).
     pub fn ledger_queue_depth(&self) -> usize {
-        self.inner.writer.as_ref().map_or(0, LedgerWriter::depth)
+        self.writer_stats().queued
+    }
+
+    /// What the group-commit writer has done so far (all zero without one).
+    pub fn writer_stats(&self) -> WriterStats {
+        self.inner.writer.as_ref().map(LedgerWriter::stats).unwrap_or_default()
     }
 
     /// Waits until every queued ledger record is written and indexed by the record store

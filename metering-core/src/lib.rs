@@ -58,4 +58,4 @@ pub use policy::Policy;
 pub use pricing::PricingRule;
 pub use store::{LockoutPolicy, LoginGuard};
 pub use tenant::{BillingAnchor, Period, Tenant, TenantId, TenantOverrides, TenantStatus};
-pub use writer::GroupCommit;
+pub use writer::{FailurePolicy, GroupCommit, RETRY_FIRST, RETRY_MAX, WriterStats};

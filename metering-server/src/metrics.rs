@@ -12,6 +12,10 @@
 //! | `metering_decisions_total` | counter | `outcome` (`allowed`, `denied`), `reason` (`none` when allowed) |
 //! | `metering_denials_unrecorded` | gauge | none: denials answered but over the ledger's per-tenant budget |
 //! | `metering_ledger_queue_depth` | gauge | none: records waiting for the group-commit writer |
+//! | `metering_ledger_records_retrying` | gauge | none: records whose batch failed, waiting to be written again |
+//! | `metering_ledger_records_dropped_total` | counter | none: records dropped unwritten (no room, or shut down), their counts given back |
+//! | `metering_ledger_failed_batches_total` | counter | none: batches the record store failed to append |
+//! | `metering_ledger_queue_full_waits_total` | counter | none: times a record waited for room in a full queue |
 //!
 //! Routes are labelled by their template (`/admin/tenants/{id}`), never by the raw path, so
 //! the number of series stays bounded whatever clients send.

@@ -410,7 +410,15 @@ async fn health_readiness_and_metrics() {
     assert!(!m.text.contains("/no/such/route"), "a raw path became a label");
     assert!(m.text.contains("http_request_duration_seconds_bucket{"), "{}", m.text);
     assert!(m.text.contains(r#"metering_decisions_total{outcome="allowed",reason="none"}"#), "{}", m.text);
-    assert!(m.text.contains("metering_ledger_queue_depth "), "{}", m.text);
+    for series in [
+        "metering_ledger_queue_depth ",
+        "metering_ledger_records_retrying ",
+        "metering_ledger_records_dropped_total ",
+        "metering_ledger_failed_batches_total ",
+        "metering_ledger_queue_full_waits_total ",
+    ] {
+        assert!(m.text.contains(series), "{series}: {}", m.text);
+    }
     assert!(m.text.contains("metering_denials_unrecorded "), "{}", m.text);
 }
 

@@ -7,6 +7,7 @@
 //! `Fn(&RequestView<'_>) -> String` closure is a namer too.
 
 use crate::request::RequestView;
+use crate::route::segments;
 
 /// Names the endpoint of a request as a route template.
 ///
@@ -27,13 +28,18 @@ where
     }
 }
 
-/// The default namer: the path with every id-like segment replaced by `{id}`.
+/// The default namer: the normalized path with every id-like segment replaced by `{id}`.
 ///
-/// A segment is id-like when it is all digits (`42`), a UUID in its hyphenated form, or 16
-/// or more hexadecimal digits (hashes, object ids). `/notes/42/tags/7` is named
-/// `/notes/{id}/tags/{id}`. Slugs and other free-form segments are kept as they are, so
-/// behind a router that does not report its templates, name such routes with your own
-/// [`EndpointNamer`].
+/// The path is normalized first as route templates see it: percent-escapes decoded,
+/// empty and `.` segments dropped, `..` resolved, so `/notes/%31` and `/notes//1/` are
+/// both `/notes/{id}`. A segment is id-like when it is all digits, with or without a sign
+/// (`42`, `+42`), a UUID in its hyphenated form, or 16 or more hexadecimal digits
+/// (hashes, object ids). `/notes/42/tags/7` is named `/notes/{id}/tags/{id}`. Slugs and
+/// other free-form segments are kept as they are, so behind a router that does not report
+/// its templates, name such routes with your own [`EndpointNamer`] or give them a
+/// template ([`route_cost`](crate::MeteringLayerBuilder::route_cost)); the names a namer
+/// can make are bounded
+/// ([`max_endpoint_names`](crate::MeteringLayerBuilder::max_endpoint_names)).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CollapseIds;
 
@@ -43,17 +49,13 @@ const ID: &str = "{id}";
 impl CollapseIds {
     /// The template for a raw path.
     pub fn name(path: &str) -> String {
-        if path.is_empty() {
+        let segments = segments(path);
+        if segments.is_empty() {
             return "/".to_owned();
         }
-        if !path.split('/').any(is_id) {
-            return path.to_owned();
-        }
         let mut out = String::with_capacity(path.len());
-        for (i, segment) in path.split('/').enumerate() {
-            if i > 0 {
-                out.push('/');
-            }
+        for segment in &segments {
+            out.push('/');
             out.push_str(if is_id(segment) { ID } else { segment });
         }
         out
@@ -69,11 +71,12 @@ impl EndpointNamer for CollapseIds {
 /// Whether a path segment looks like an identifier.
 fn is_id(segment: &str) -> bool {
     let b = segment.as_bytes();
+    let digits = b.strip_prefix(b"+").or_else(|| b.strip_prefix(b"-")).unwrap_or(b);
+    if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
+        return true;
+    }
     if b.is_empty() {
         return false;
-    }
-    if b.iter().all(u8::is_ascii_digit) {
-        return true;
     }
     if b.len() >= 16 && b.iter().all(u8::is_ascii_hexdigit) {
         return true;
@@ -114,7 +117,13 @@ mod tests {
             ("/notes/0b7e4f0a-3c1d-4e8b-9a2f-6d5c4b3a2f10", "/notes/{id}"),
             ("/blobs/9f86d081884c7d659a2feaa0c55ad015", "/blobs/{id}"),
             ("/notes/recent", "/notes/recent"),
-            ("/notes/", "/notes/"),
+            ("/notes/", "/notes"),
+            ("/notes/%31", "/notes/{id}"),
+            ("/notes/+1/summary", "/notes/{id}/summary"),
+            ("/notes/-1", "/notes/{id}"),
+            ("//notes/./7/../8", "/notes/{id}"),
+            ("/notes/+", "/notes/+"),
+            ("/caf%C3%A9", "/café"),
             ("/v2/notes", "/v2/notes"),
             ("/cafe", "/cafe"),
             ("/", "/"),

@@ -20,6 +20,15 @@ pub enum Error {
         #[source]
         error: FieldError,
     },
+    /// A route template that cannot be matched as written (not a path, an older router
+    /// syntax, a parameter inside a segment) or that matches the same paths as another.
+    #[error("route template `{route}` cannot be used: {problem}")]
+    InvalidTemplate {
+        /// The route template as configured.
+        route: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// An HMAC secret shorter than the hash it keys (RFC 7518, section 3.2).
     #[cfg(feature = "jwt")]
     #[error("the JWT secret must be at least {min} bytes")]

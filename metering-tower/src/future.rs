@@ -10,7 +10,9 @@
 //!
 //! A future dropped before it is done (the client went away, an outer timeout fired) does
 //! not lose its decision: what is left (finishing the decision, settling it as not
-//! answered) is handed to a detached task on the current tokio runtime.
+//! answered) is handed to a detached task on the current tokio runtime. An allowed call's
+//! ticket is owned by a guard from before the inner service's `call`, so a `call` that
+//! panics is settled the same way.
 
 use std::fmt;
 use std::future::Future;
@@ -62,16 +64,13 @@ pin_project! {
     {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            let charge = this.flags.charge_server_errors;
             let left: Option<BoxFuture<()>> = match this.state.project_replace(State::Done { answer: None }) {
                 StateOwned::Deciding { decide, .. } => Some(Box::pin(async move {
                     if let (meter, Ok(pending)) = decide.await {
                         meter.settle(pending, Outcome { status: None, charge: false }).await;
                     }
                 })),
-                StateOwned::Calling { settle: Some((meter, pending)), .. } => Some(Box::pin(async move {
-                    meter.settle(pending, Outcome { status: None, charge }).await;
-                })),
+                // A call in progress settles through its guard, dropped here.
                 StateOwned::Settling { settle, .. } => Some(settle),
                 _ => None,
             };
@@ -98,7 +97,7 @@ pin_project! {
         Calling {
             #[pin]
             future: S::Future,
-            settle: Option<(M, M::Pending)>,
+            settle: Option<Unsettled<M>>,
             headers: RateLimitHeaders,
         },
         Settling {
@@ -150,8 +149,10 @@ where
                             let decision = pending.decision();
                             let headers = RateLimitHeaders::new(decision);
                             if decision.allowed {
+                                // Owned by the guard before `call`, which may panic.
+                                let unsettled = Unsettled::new(meter, pending, this.flags.charge_server_errors);
                                 let future = inner.call(request);
-                                State::Calling { future, settle: Some((meter, pending)), headers }
+                                State::Calling { future, settle: Some(unsettled), headers }
                             } else {
                                 let mut denial = response::denial(decision);
                                 headers.write(denial.headers_mut());
@@ -186,12 +187,13 @@ where
                     });
                     let answer = Some(Answer::Inner(result));
                     let next = match settle {
-                        Some((meter, pending)) => {
+                        Some(unsettled) => {
                             let answered = status.is_some_and(|s| !s.is_server_error());
-                            let charge = answered || this.flags.charge_server_errors;
+                            // The route has no such method: nothing was served.
+                            let refused = status == Some(http::StatusCode::METHOD_NOT_ALLOWED);
+                            let charge = (answered || this.flags.charge_server_errors) && !refused;
                             let outcome = Outcome { status: status.map(|s| s.as_u16()), charge };
-                            let settle: BoxFuture<()> = Box::pin(async move { meter.settle(pending, outcome).await });
-                            State::Settling { settle, answer }
+                            State::Settling { settle: unsettled.settle(outcome), answer }
                         }
                         None => State::Done { answer },
                     };
@@ -227,6 +229,42 @@ where
             State::Done { .. } => "Done",
         };
         f.debug_struct("ResponseFuture").field("state", &state).finish_non_exhaustive()
+    }
+}
+
+/// An allowed call on its way through the inner service, not settled yet.
+///
+/// Whatever way the call ends, it is settled once: by [`settle`](Self::settle) with how
+/// it ended, or, dropped unsettled (the future abandoned, or the inner service's `call`
+/// panicking before it returned a future), from a detached task as not answered.
+struct Unsettled<M: Meter> {
+    held: Option<(M, M::Pending)>,
+    /// Whether a call that ends without an answer stays charged.
+    charge_unanswered: bool,
+}
+
+impl<M: Meter> Unsettled<M> {
+    fn new(meter: M, pending: M::Pending, charge_unanswered: bool) -> Self {
+        Unsettled { held: Some((meter, pending)), charge_unanswered }
+    }
+
+    /// The settling of the call as it ended.
+    fn settle(mut self, outcome: Outcome) -> BoxFuture<()> {
+        let held = self.held.take();
+        Box::pin(async move {
+            if let Some((meter, pending)) = held {
+                meter.settle(pending, outcome).await;
+            }
+        })
+    }
+}
+
+impl<M: Meter> Drop for Unsettled<M> {
+    fn drop(&mut self) {
+        if let Some((meter, pending)) = self.held.take() {
+            let outcome = Outcome { status: None, charge: self.charge_unanswered };
+            finish_detached(Box::pin(async move { meter.settle(pending, outcome).await }));
+        }
     }
 }
 

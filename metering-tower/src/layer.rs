@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use crate::config::{self, Flags, Route, Shared};
+use crate::config::{self, EndpointNames, Flags, Route, Shared};
 use crate::endpoint::{CollapseIds, EndpointNamer};
 use crate::error::Error;
 use crate::meter::Meter;
@@ -33,6 +33,7 @@ impl<M: Meter> MeteringLayer<M> {
             tenant: HeaderTenant::default(),
             namer: CollapseIds,
             routes: HashMap::new(),
+            max_endpoint_names: DEFAULT_MAX_ENDPOINT_NAMES,
             flags: Flags::default(),
         }
     }
@@ -69,8 +70,12 @@ pub struct MeteringLayerBuilder<M, T = HeaderTenant, N = CollapseIds> {
     tenant: T,
     namer: N,
     routes: HashMap<Box<str>, Route>,
+    max_endpoint_names: usize,
     flags: Flags,
 }
+
+/// How many endpoint names a layer's namer may make by default.
+const DEFAULT_MAX_ENDPOINT_NAMES: usize = 1_000;
 
 impl<M: Meter, T: TenantExtractor, N: EndpointNamer> MeteringLayerBuilder<M, T, N> {
     /// The service name every event of this layer is recorded under (required).
@@ -81,19 +86,32 @@ impl<M: Meter, T: TenantExtractor, N: EndpointNamer> MeteringLayerBuilder<M, T, 
 
     /// Reads the tenant with this extractor instead of the `x-tenant-id` header.
     pub fn tenant<T2: TenantExtractor>(self, tenant: T2) -> MeteringLayerBuilder<M, T2, N> {
-        let MeteringLayerBuilder { meter, service, namer, routes, flags, .. } = self;
-        MeteringLayerBuilder { meter, service, tenant, namer, routes, flags }
+        let MeteringLayerBuilder { meter, service, namer, routes, max_endpoint_names, flags, .. } = self;
+        MeteringLayerBuilder { meter, service, tenant, namer, routes, max_endpoint_names, flags }
     }
 
     /// Names endpoints with this namer when the router reports no template, instead of
     /// [`CollapseIds`].
     pub fn endpoint_namer<N2: EndpointNamer>(self, namer: N2) -> MeteringLayerBuilder<M, T, N2> {
-        let MeteringLayerBuilder { meter, service, tenant, routes, flags, .. } = self;
-        MeteringLayerBuilder { meter, service, tenant, namer, routes, flags }
+        let MeteringLayerBuilder { meter, service, tenant, routes, max_endpoint_names, flags, .. } = self;
+        MeteringLayerBuilder { meter, service, tenant, namer, routes, max_endpoint_names, flags }
+    }
+
+    /// How many endpoint names the namer may make (default 1,000); past that, a request
+    /// whose name is new is recorded under [`OTHER_ENDPOINT`](crate::OTHER_ENDPOINT), so
+    /// raw paths cannot add rows to the usage reports without end. Names axum's
+    /// `MatchedPath` or a route template gives are not counted: the router bounds them.
+    pub fn max_endpoint_names(mut self, max: usize) -> Self {
+        self.max_endpoint_names = max;
+        self
     }
 
     /// Marks the route `template` premium, with an optional feature: plans without premium
     /// access (or without this feature) answer `403 premium_not_in_plan`.
+    ///
+    /// The template is matched against every request's normalized path (see
+    /// [`route_cost`](Self::route_cost)), whatever the router reports, so no spelling of
+    /// the path escapes it.
     pub fn premium_route(mut self, template: impl Into<String>, feature: Option<&str>) -> Self {
         let route = self.route(template.into());
         route.premium = true;
@@ -103,6 +121,14 @@ impl<M: Meter, T: TenantExtractor, N: EndpointNamer> MeteringLayerBuilder<M, T, 
 
     /// Charges `credits` (or units, under a per-unit price) for each call of the route
     /// `template` instead of 1.
+    ///
+    /// A template is a path in axum's syntax: literal segments, `{name}` for any one
+    /// segment and, last, `{*name}` for the rest. It is matched against the request's path
+    /// with percent-escapes decoded and empty, `.` and `..` segments resolved; when several
+    /// templates match, the most specific (literal before parameter, from the left) wins.
+    /// [`build`](Self::build) refuses a template that could not match as written (no
+    /// leading `/`, `:id` or `*rest`, a parameter inside a segment) and two that match the
+    /// same paths.
     pub fn route_cost(mut self, template: impl Into<String>, credits: u64) -> Self {
         self.route(template.into()).credits = Some(credits);
         self
@@ -124,14 +150,16 @@ impl<M: Meter, T: TenantExtractor, N: EndpointNamer> MeteringLayerBuilder<M, T, 
     }
 
     /// Builds the layer; fails when the service name or a route breaks the event rules of
-    /// `metering-core` (names, lengths, at most 1,000,000 credits a call).
+    /// `metering-core` (names, lengths, at most 1,000,000 credits a call) or a route
+    /// template cannot be used.
     pub fn build(self) -> Result<MeteringLayer<M, T, N>, Error> {
-        config::validate(&self.service, &self.routes)?;
+        let routes = config::validate(&self.service, self.routes)?;
         let shared = Shared {
             service: self.service,
             tenant: self.tenant,
             namer: self.namer,
-            routes: self.routes,
+            routes,
+            names: EndpointNames::new(self.max_endpoint_names),
             flags: self.flags,
         };
         Ok(MeteringLayer { meter: self.meter, shared: Arc::new(shared) })
@@ -149,5 +177,27 @@ impl<M, T, N> fmt::Debug for MeteringLayerBuilder<M, T, N> {
             .field("routes", &self.routes)
             .field("flags", &self.flags)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "axum")]
+impl<M, T, N> MeteringLayer<M, T, N>
+where
+    M: Meter,
+    T: TenantExtractor,
+    N: EndpointNamer,
+{
+    /// Meters the handlers of one axum route: `Router::new().route("/notes",
+    /// metering.on(get(list).post(create)))`.
+    ///
+    /// A method the route does not have is answered `405` by axum before metering,
+    /// charged nothing and taking no window slot. Under `Router::route_layer` the layer
+    /// wraps the route's `405` answer too, so such a call is decided first: it is not
+    /// charged, but a tenant out of quota gets `429` rather than `405`.
+    pub fn on<S>(&self, methods: axum::routing::MethodRouter<S>) -> axum::routing::MethodRouter<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        methods.route_layer(self.clone())
     }
 }

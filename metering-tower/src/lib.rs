@@ -49,12 +49,21 @@
 //!
 //! 1. **Tenant**: a [`TenantExtractor`] reads it ([`HeaderTenant`], `x-tenant-id`, by
 //!    default). None: `401 {"error":{"code":"unauthenticated",..}}`, the service is not called.
+//!    A method no call is metered under (`TRACE`, `CONNECT`, extensions) answers `405
+//!    method_not_allowed`, and the service is not called.
 //! 2. **Endpoint**: the route template, never the raw path. With the `axum` feature,
-//!    `MatchedPath` when the router set it; otherwise an [`EndpointNamer`] ([`CollapseIds`]
-//!    by default: `/notes/42` is `/notes/{id}`). axum sets `MatchedPath` before the routes'
-//!    own middleware runs, so apply the layer with `Router::route_layer` (matched routes
-//!    only) or `Router::layer` (the fallback too, named by the namer). A layer wrapped around
-//!    the whole `Router` from outside runs before routing and sees no `MatchedPath`.
+//!    `MatchedPath` when the router set it; else the configured route template the
+//!    normalized path matches; else an [`EndpointNamer`] ([`CollapseIds`] by default:
+//!    `/notes/42` is `/notes/{id}`), whose names are bounded
+//!    ([`max_endpoint_names`](MeteringLayerBuilder::max_endpoint_names)). Route settings
+//!    (premium, cost) are found by matching the path, percent-escapes decoded and dot
+//!    segments resolved, against every configured template, so no spelling of a path
+//!    (`/notes/%31/summary`, `/notes/+1/summary`) escapes them, wherever the layer sits.
+//!    axum sets `MatchedPath` before the routes' own middleware runs, so apply the layer
+//!    per route with [`MeteringLayer::on`] (a method the route lacks answers `405` before
+//!    metering), with `Router::route_layer` (matched routes; a `405` is decided first,
+//!    then not charged) or `Router::layer` (the fallback too). A layer wrapped around the
+//!    whole `Router` from outside runs before routing and sees no `MatchedPath`.
 //! 3. **Decision**: a [`UsageEvent`](metering_core::UsageEvent) (service name, tenant,
 //!    endpoint, method; credits, premium and feature from the route settings) goes to the
 //!    [`Meter`] (the local [`Engine`](metering_core::Engine), or later a client of a central
@@ -68,8 +77,9 @@
 //! 4. **Call**: the inner service runs.
 //! 5. **Settle**: the meter records the call with its status. A `5xx` answer is not charged
 //!    (the engine gives its credits and window slots back) unless
-//!    [`charge_server_errors(true)`](MeteringLayerBuilder::charge_server_errors). A denial is
-//!    recorded too, charged nothing.
+//!    [`charge_server_errors(true)`](MeteringLayerBuilder::charge_server_errors); a `405`
+//!    answer never is. A denial is recorded too, charged nothing. An inner service that
+//!    panics, in `call` or in its future, is settled as not answered.
 //!
 //! Every metered answer, allowed or denied, carries the rate-limit fields described in
 //! [`headers`].
@@ -89,6 +99,20 @@
 //! answer leaves.
 //! A request abandoned half-way (client gone, outer timeout) is still settled, from a
 //! detached task, as not answered.
+//!
+//! # When recording fails or falls behind
+//!
+//! | what happens | what the layer does |
+//! |---|---|
+//! | the queue of records is full (the disk is slower than the calls) | the settling waits for room: the answer is held up, nothing is lost; each wait is counted ([`WriterStats::queue_full_waits`](metering_core::WriterStats)) |
+//! | a batch of records fails | its records are kept (up to [`GroupCommit::retry_capacity`](metering_core::GroupCommit)) and tried again with a growing pause; those that do not fit are dropped and their credits and window slots given back ([`WriterStats::dropped`](metering_core::WriterStats)) |
+//! | records wait for a failing store, [`FailurePolicy::Closed`](metering_core::FailurePolicy) (the default) | new calls answer `503 metering_unavailable` (or go through uncharged and unrecorded with [`fail_open(true)`](MeteringLayerBuilder::fail_open)) until the kept records are written |
+//! | records wait for a failing store, [`FailurePolicy::Open`](metering_core::FailurePolicy) | calls are decided and served as usual; their records wait with the others |
+//! | the engine cannot decide at all (its hot store fails) | `503 metering_unavailable`, or uncharged with `fail_open(true)` |
+//!
+//! No decision keeps its counts without its record: a record that is never written has
+//! its counts given back, and one the ledger already holds (a retry of an id the hot store
+//! had forgotten) too.
 
 pub mod headers;
 
@@ -101,10 +125,12 @@ mod layer;
 mod meter;
 mod request;
 mod response;
+mod route;
 mod service;
 mod tenant;
 
 pub use body::ResponseBody;
+pub use config::OTHER_ENDPOINT;
 pub use endpoint::{CollapseIds, EndpointNamer};
 pub use error::Error;
 pub use future::ResponseFuture;

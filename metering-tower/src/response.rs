@@ -1,7 +1,7 @@
 //! The layer's own answers: denials and errors, as JSON.
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 use metering_core::{Decision, Error};
 use serde::Serialize;
@@ -53,6 +53,17 @@ pub(crate) fn denial(decision: &Decision) -> Response<Bytes> {
         Ok(body) => json(status, body),
         Err(_) => error(status, decision.reason.map_or("denied", |r| r.as_str()), "the call was denied", None),
     }
+}
+
+/// The methods a call can be metered under.
+const METERED_METHODS: HeaderValue = HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+
+/// `405`: a method no call can be metered under (`TRACE`, `CONNECT`, extensions).
+pub(crate) fn method_not_allowed() -> Response<Bytes> {
+    let message = "this method is not served here";
+    let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message, None);
+    response.headers_mut().insert(ALLOW, METERED_METHODS);
+    response
 }
 
 /// `503`: the meter could not decide.

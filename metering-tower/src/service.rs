@@ -18,7 +18,8 @@ use crate::tenant::TenantExtractor;
 
 /// Meters every request before it reaches `S`; made by [`MeteringLayer`](crate::MeteringLayer).
 ///
-/// A request naming no tenant answers `401`, a denied one answers the denial, and neither
+/// A request naming no tenant answers `401`, one with a method no call is metered under
+/// (`TRACE`, `CONNECT`, extensions) `405`, a denied one the denial, and none of them
 /// reaches `S`; errors of `S` pass through unchanged.
 pub struct Metering<S, M, T, N> {
     inner: S,
@@ -79,6 +80,9 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let flags = self.shared.flags;
+        if request.method().as_str().parse::<metering_core::Method>().is_err() {
+            return ResponseFuture::answered(response::method_not_allowed(), flags);
+        }
         let event = match self.shared.event(&RequestView::new(&request)) {
             Ok(event) => event,
             Err(no_tenant) => return ResponseFuture::answered(response::unauthorized(no_tenant), flags),

@@ -1,6 +1,8 @@
 //! The metering layer over the real engine (memory stores, manual clock): on an axum
 //! `Router`, on a plain `tower::service_fn`, and once over a real socket.
 
+mod common;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,107 +11,13 @@ use axum::Router;
 use axum::routing::get;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use metering_core::store::memory::{MemoryHot, MemoryRecords};
-use metering_core::{
-    Decision, Engine, GroupCommit, LedgerQuery, LedgerRecord, ManualClock, Plan, PlanId, Tenant, TenantId, UsageEvent,
-};
+use http_body_util::Full;
+use metering_core::{Decision, UsageEvent};
 use metering_tower::{Meter, MeteringLayer};
 use serde_json::Value;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
-/// Mid-month, mid-day: the day window has 43,200 seconds left.
-const START: &str = "2026-03-14T12:00:00Z";
-
-async fn engine_on(plan: &str) -> (Engine, ManualClock) {
-    let clock = ManualClock::at(START);
-    let engine = Engine::builder(Arc::new(MemoryRecords::new()), Arc::new(MemoryHot::new()))
-        .clock(clock.clone())
-        .group_commit(GroupCommit::default())
-        .build()
-        .unwrap();
-    engine.seed_plans().await.unwrap();
-    if engine.records().plan(&PlanId::new(plan).unwrap()).await.unwrap().is_none() {
-        engine.put_plan(&Plan::new(PlanId::new(plan).unwrap(), 1_000)).await.unwrap();
-    }
-    engine.create_tenant(&Tenant::new(acme(), PlanId::new(plan).unwrap(), engine.now())).await.unwrap();
-    (engine, clock)
-}
-
-fn acme() -> TenantId {
-    TenantId::new("acme").unwrap()
-}
-
-async fn records(engine: &Engine) -> Vec<LedgerRecord> {
-    engine.flush().await.unwrap();
-    engine.records().records(&LedgerQuery { tenant: Some(acme()), ..LedgerQuery::default() }).await.unwrap()
-}
-
-async fn remaining(engine: &Engine) -> i64 {
-    engine.balance(&acme()).await.unwrap().remaining
-}
-
-/// An axum app whose handlers count their calls; metered with `route_layer`.
-fn app(layer: MeteringLayer<Engine>, calls: &Arc<AtomicUsize>) -> Router {
-    let handler = |calls: Arc<AtomicUsize>| {
-        move || async move {
-            calls.fetch_add(1, Ordering::SeqCst);
-            "ok"
-        }
-    };
-    Router::new()
-        .route("/notes", get(handler(calls.clone())))
-        .route("/notes/{id}", get(handler(calls.clone())))
-        .route("/notes/{id}/summary", get(handler(calls.clone())))
-        .route("/users/{name}", get(handler(calls.clone())))
-        .route_layer(layer)
-}
-
-fn get_as(path: &str, tenant: Option<&str>) -> Request<axum::body::Body> {
-    let mut b = Request::get(path);
-    if let Some(t) = tenant {
-        b = b.header("x-tenant-id", t);
-    }
-    b.body(axum::body::Body::empty()).unwrap()
-}
-
-/// A plain tower service answering `status`, counting its calls.
-fn plain(
-    status: StatusCode,
-    calls: &Arc<AtomicUsize>,
-) -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send> + Clone + Send
-{
-    let calls = calls.clone();
-    service_fn(move |_req: Request<Full<Bytes>>| {
-        calls.fetch_add(1, Ordering::SeqCst);
-        async move {
-            let mut res = Response::new(Full::new(Bytes::from_static(b"plain")));
-            *res.status_mut() = status;
-            Ok::<_, Infallible>(res)
-        }
-    })
-}
-
-fn plain_get(path: &str) -> Request<Full<Bytes>> {
-    Request::get(path).header("x-tenant-id", "acme").body(Full::default()).unwrap()
-}
-
-async fn json<B: http_body::Body>(res: Response<B>) -> (http::response::Parts, Value)
-where
-    B::Error: std::fmt::Debug,
-{
-    let (parts, body) = res.into_parts();
-    let bytes = body.collect().await.unwrap().to_bytes();
-    (parts, serde_json::from_slice(&bytes).unwrap())
-}
-
-fn header<'a>(parts: &'a http::response::Parts, name: &str) -> Option<&'a str> {
-    parts.headers.get(name).map(|v| v.to_str().unwrap())
-}
-
-fn layer(engine: &Engine) -> MeteringLayer<Engine> {
-    MeteringLayer::builder(engine.clone()).service_name("notes-api").build().unwrap()
-}
+use common::*;
 
 #[tokio::test]
 async fn free_quota_answers_429_on_the_eleventh_call_without_calling_the_service() {

@@ -46,7 +46,8 @@ async fn healthz() -> Json<Health> {
 
 /// The storage answers. Damage found in its files (a ledger journal segment that failed
 /// its checks with valid records after it) keeps the answer `degraded`, still 200 as the
-/// instance serves, until an admin acknowledges it (`POST /admin/storage/acknowledge`).
+/// instance serves, until an admin acknowledges it (`POST /admin/storage/acknowledge`);
+/// so do ledger records that wait for a failing store, until they are written.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, description = "storage reachable (`ready`, or `degraded` with its problems)", body = Health),
     (status = 503, description = "storage unreachable", body = crate::routes::track::ErrorBody)
@@ -54,7 +55,11 @@ async fn healthz() -> Json<Health> {
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     let records = state.engine.records();
     records.ping().await.map_err(ApiError::unavailable)?;
-    let problems = records.damage().await.map_err(ApiError::unavailable)?;
+    let mut problems = records.damage().await.map_err(ApiError::unavailable)?;
+    let retrying = state.engine.writer_stats().retrying;
+    if retrying > 0 {
+        problems.push(format!("{retrying} ledger records wait for the store to take them"));
+    }
     Ok(Json(Health { status: if problems.is_empty() { "ready" } else { "degraded" }, problems }))
 }
 
@@ -66,7 +71,12 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
 ))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ::metrics::gauge!("metering_denials_unrecorded").set(state.engine.unrecorded_denials() as f64);
-    ::metrics::gauge!("metering_ledger_queue_depth").set(state.engine.ledger_queue_depth() as f64);
+    let writer = state.engine.writer_stats();
+    ::metrics::gauge!("metering_ledger_queue_depth").set(writer.queued as f64);
+    ::metrics::gauge!("metering_ledger_records_retrying").set(writer.retrying as f64);
+    ::metrics::counter!("metering_ledger_records_dropped_total").absolute(writer.dropped);
+    ::metrics::counter!("metering_ledger_failed_batches_total").absolute(writer.failed_batches);
+    ::metrics::counter!("metering_ledger_queue_full_waits_total").absolute(writer.queue_full_waits);
     if let Ok(damage) = state.engine.records().damage().await {
         ::metrics::gauge!("metering_storage_damage_unacknowledged").set(damage.len() as f64);
     }
