@@ -75,6 +75,30 @@ async fn the_ledger_still_refuses_a_double_charge_after_the_hot_store_forgot() {
     }
 }
 
+#[tokio::test]
+async fn a_record_queued_after_its_answer_that_the_ledger_holds_gives_its_counts_back() {
+    for backend in Backend::all() {
+        let (engine, clock) = engine(&backend).await;
+        let acme = tenant_on(&engine, "acme", plan("p", 100)).await;
+        engine.track(event("e-1")).await.unwrap();
+        engine.flush().await.unwrap();
+
+        // A restart forgets the id; the layer's path decides it again and queues its record.
+        let records = match &backend {
+            Backend::Memory => Arc::clone(engine.records()),
+            Backend::Sqlite(_) => backend.records(),
+        };
+        let restarted = engine_over(records, Arc::new(MemoryHot::new()), &clock).await;
+        let ticket = restarted.decide(event("e-1")).await.unwrap();
+        assert!(!ticket.is_replay(), "{backend:?}: the hot store had forgotten the id");
+        restarted.settle_later(ticket, metering::core::Outcome::CHARGED).await.unwrap();
+        restarted.flush().await.unwrap();
+        assert_eq!(restarted.balance(&acme).await.unwrap().used, 5, "{backend:?}: charged once");
+        let q = LedgerQuery { tenant: Some(acme), ..Default::default() };
+        assert_eq!(restarted.records().records(&q).await.unwrap().len(), 1, "{backend:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_replays_are_charged_once() {
     let (engine, _clock) = engine(&Backend::Memory).await;

@@ -411,3 +411,25 @@ impl RecordStore for MemoryRecords {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MemoryRecords;
+
+    #[tokio::test]
+    async fn api_keys_are_found_by_id_and_listed_across_tenants() {
+        crate::store::checks::api_keys_by_id_and_across_tenants(&MemoryRecords::new()).await;
+    }
+
+    #[tokio::test]
+    async fn appends_fail_while_told_to_and_succeed_after() {
+        use crate::ledger::sample_record;
+        use crate::store::RecordStore;
+        let store = MemoryRecords::new();
+        store.faults().fail(true);
+        assert!(store.append(vec![sample_record("acme", "a", 1)]).await.is_err());
+        assert_eq!(store.faults().failed(), 1);
+        store.faults().fail(false);
+        assert_eq!(store.append(vec![sample_record("acme", "a", 1)]).await.unwrap().len(), 1);
+    }
+}

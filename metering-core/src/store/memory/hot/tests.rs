@@ -1,7 +1,6 @@
 use std::time::Duration;
 
 use super::*;
-use crate::store::memory::MemoryRecords;
 
 use crate::clock::Timestamp;
 use crate::store::{HotStore, LockoutPolicy, LoginGuard};
@@ -134,9 +133,4 @@ async fn login_keys_stay_bounded_dropping_expired_then_oldest() {
     }
     assert_eq!(hot.login_guard("flood-999@example.com", at(21), policy).await.unwrap().failures, 1);
     assert_eq!(hot.login_guard("new-0@example.com", at(21), policy).await.unwrap(), LoginGuard::default());
-}
-
-#[tokio::test]
-async fn api_keys_are_found_by_id_and_listed_across_tenants() {
-    crate::store::checks::api_keys_by_id_and_across_tenants(&MemoryRecords::new()).await;
 }
