@@ -24,6 +24,7 @@
 //! | `sqlite` | no | [`store::sqlite`]: durable records in one SQLite file (WAL) |
 
 pub mod account;
+pub mod admit;
 pub mod audit;
 pub mod clock;
 pub mod decision;

@@ -10,12 +10,12 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 
 use crate::Padded;
+use crate::admit::{Standing, Verdict, WindowState, admit, reverted};
 use crate::clock::Timestamp;
-use crate::decision::{Decision, DenyReason, WindowStatus};
+use crate::decision::Decision;
 use crate::error::Error;
 use crate::event::EventId;
-use crate::limit::{Check, check_quota, check_smooth, next_tat, previous_tat};
-use crate::plan::Per;
+use crate::plan::{Limit, Per};
 use crate::store::{Admission, Admitted, HotSnapshot, HotStore, LockoutPolicy, LoginGuard, PeriodCredits};
 use crate::tenant::{Period, TenantId};
 
@@ -140,6 +140,24 @@ impl Counters {
         self.smooth[smooth_slot(per)] = Some(tat);
     }
 
+    /// Where `limit` stands for an event at `at`.
+    fn window(&self, limit: Limit, at: Timestamp) -> WindowState {
+        if limit.per.is_calendar() {
+            WindowState::Calls(self.quota(limit.per, limit.per.window_containing(at).0))
+        } else {
+            WindowState::Tat(self.tat(limit.per))
+        }
+    }
+
+    /// Stores where `limit` stands for an event at `at`.
+    fn set_window(&mut self, limit: Limit, at: Timestamp, state: WindowState) {
+        match state {
+            WindowState::Calls(calls) => *self.quotas(limit.per).get_mut(limit.per.window_containing(at).0) = calls,
+            WindowState::Tat(Some(tat)) => self.set_tat(limit.per, tat),
+            WindowState::Tat(None) => self.smooth[smooth_slot(limit.per)] = None,
+        }
+    }
+
     fn forget_expired(&mut self, now: Timestamp, max: usize) {
         while let Some((until, key)) = self.seen_order.front() {
             if *until > now && self.seen_order.len() < max {
@@ -162,64 +180,14 @@ impl Counters {
                 Admitted::Conflict
             };
         }
-        let mut limits = Vec::with_capacity(a.limits.len());
-        let mut retry_after = None::<u64>;
-        for &limit in a.limits.iter() {
-            let check = if limit.per.is_calendar() {
-                let (start, end) = limit.per.window_containing(a.at);
-                check_quota(limit, self.quota(limit.per, start), end, a.now)
-            } else {
-                check_smooth(limit, self.tat(limit.per), a.now)
-            };
-            if let Check::Full { retry_after: r, .. } = check {
-                retry_after = Some(retry_after.map_or(r, |x| x.max(r)));
+        let standing = Standing::read(a, self.credits.get(a.period.start), |limit| self.window(limit, a.at));
+        let Verdict { decision, commit } = admit(a, &standing);
+        if let Some(commit) = commit {
+            for (&limit, &state) in a.limits.iter().zip(commit.windows()) {
+                self.set_window(limit, a.at, state);
             }
-            limits.push(check);
+            self.credits.get_mut(a.period.start).used += commit.cost;
         }
-        let credits = self.credits.get(a.period.start);
-        let remaining = a.allowance as i64 + credits.granted - credits.used as i64;
-        let reason = a.denial.or_else(|| {
-            if retry_after.is_some() {
-                Some(DenyReason::RateLimited)
-            } else if remaining - (a.cost as i64) < -(a.overdraft as i64) {
-                Some(DenyReason::InsufficientCredits)
-            } else {
-                None
-            }
-        });
-        let decision = match reason {
-            None => {
-                for &limit in a.limits.iter() {
-                    if limit.per.is_calendar() {
-                        *self.quotas(limit.per).get_mut(limit.per.window_containing(a.at).0) += 1;
-                    } else {
-                        let tat = next_tat(limit, self.tat(limit.per), a.now);
-                        self.set_tat(limit.per, tat);
-                    }
-                }
-                self.credits.get_mut(a.period.start).used += a.cost;
-                Decision {
-                    event_id: a.event_id.clone(),
-                    allowed: true,
-                    reason: None,
-                    credits_charged: a.cost,
-                    credits_remaining: remaining - a.cost as i64,
-                    limits: limits.iter().map(Check::status).collect(),
-                    retry_after: None,
-                }
-            }
-            Some(reason) => Decision {
-                event_id: a.event_id.clone(),
-                allowed: false,
-                reason: Some(reason),
-                credits_charged: 0,
-                // Down to the floor: a move to a plan with a smaller allowance can leave
-                // more used than the new plan allows, which the balance shows as overage.
-                credits_remaining: remaining.max(-(a.overdraft.min(i64::MAX as u64) as i64)),
-                limits: limits.iter().map(as_it_stands).collect(),
-                retry_after: (reason == DenyReason::RateLimited).then_some(retry_after).flatten(),
-            },
-        };
         if a.remember {
             let seen = Seen { event_id: a.event_id.clone(), fingerprint: a.fingerprint, decision: decision.clone() };
             if self.seen.insert(key, seen).is_none() {
@@ -231,12 +199,8 @@ impl Counters {
 
     fn revert(&mut self, a: &Admission, key: u64) {
         for &limit in a.limits.iter() {
-            if limit.per.is_calendar() {
-                let count = self.quotas(limit.per).get_mut(limit.per.window_containing(a.at).0);
-                *count = count.saturating_sub(1);
-            } else if let Some(tat) = self.tat(limit.per) {
-                self.set_tat(limit.per, previous_tat(limit, tat));
-            }
+            let state = reverted(limit, self.window(limit, a.at));
+            self.set_window(limit, a.at, state);
         }
         let c = self.credits.get_mut(a.period.start);
         c.used = c.used.saturating_sub(a.cost);
@@ -340,14 +304,6 @@ fn make_room<V, R: Ord + Copy>(
         let mut ranks: Vec<R> = map.values().map(&rank).collect();
         let (_, &mut highest_dropped, _) = ranks.select_nth_unstable(excess - 1);
         map.retain(|_, v| rank(v) > highest_dropped);
-    }
-}
-
-/// A window a denied call did not use: what it allows now, not after the call.
-fn as_it_stands(check: &Check) -> WindowStatus {
-    match *check {
-        Check::Fits { status } => WindowStatus { remaining: (status.remaining + 1).min(status.limit), ..status },
-        Check::Full { status, .. } => status,
     }
 }
 
