@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use governor::{Quota, RateLimiter};
-use metering::core::store::memory::{MemoryHot, MemoryRecords};
+use metering::core::store::{MemoryHot, MemoryRecords};
 use metering::core::{Limit, Per, Plan, PlanId, Tenant, TenantId};
 use metering::{Engine, UsageEvent};
 

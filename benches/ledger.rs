@@ -33,9 +33,9 @@ use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_grou
 use metering::core::decision::WindowStatus;
 use metering::core::event::TimeBounds;
 use metering::core::ledger::LedgerRecord;
+use metering::core::store::MemoryRecords;
 use metering::core::store::RecordStore;
-use metering::core::store::memory::MemoryRecords;
-use metering::core::store::sqlite::SqliteRecords;
+use metering::core::store::SqliteRecords;
 use metering::core::{Decision, DenyReason, Per, Timestamp, UsageEvent};
 use tokio::runtime::Runtime;
 

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use metering::core::store::memory::{MemoryHot, MemoryRecords};
+use metering::core::store::{MemoryHot, MemoryRecords};
 use metering::core::{Limit, PricingRule};
 use metering::{Engine, ManualClock, Per, Plan, PlanId, Tenant, TenantId, UsageEvent};
 

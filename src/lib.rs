@@ -10,7 +10,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use metering::{Engine, PlanId, Tenant, TenantId, UsageEvent};
-//! use metering::core::store::memory::{MemoryHot, MemoryRecords};
+//! use metering::core::store::{MemoryHot, MemoryRecords};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let engine = Engine::builder(Arc::new(MemoryRecords::new()), Arc::new(MemoryHot::new())).build()?;
@@ -23,7 +23,7 @@
 //!
 //! | feature | default | what it switches on |
 //! |---|---|---|
-//! | `sqlite` | yes | durable records in one SQLite file (`metering_core::store::sqlite`) |
+//! | `sqlite` | yes | durable records in one SQLite file (`metering_core::store::records::sqlite`) |
 
 #[doc(inline)]
 pub use metering_core as core;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metering::core::admit::{Standing, WindowState, admit};
-use metering::core::store::memory::MemoryHot;
+use metering::core::store::MemoryHot;
 use metering::core::store::{Admission, Admitted, HotSnapshot, HotStore, LockoutPolicy, PeriodCredits};
 use metering::core::{BillingAnchor, DenyReason, Error, EventId, Limit, Per, TenantId, Timestamp};
 

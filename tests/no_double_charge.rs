@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{Backend, engine, engine_over, plan, tenant_on};
-use metering::core::store::memory::MemoryHot;
+use metering::core::store::MemoryHot;
 use metering::core::{LedgerQuery, Limit, Per};
 use metering::{Error, UsageEvent};
 

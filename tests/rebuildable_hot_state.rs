@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{Backend, engine, engine_over, plan, tenant_on};
 use metering::core::TenantId;
-use metering::core::store::memory::MemoryHot;
+use metering::core::store::MemoryHot;
 use metering::core::{Limit, Per};
 use metering::{DenyReason, Engine, Plan, UsageEvent};
 

@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use metering::core::store::MemoryRecords;
 use metering::core::store::RecordStore;
-use metering::core::store::memory::MemoryRecords;
 #[cfg(feature = "sqlite")]
-use metering::core::store::sqlite::SqliteRecords;
+use metering::core::store::SqliteRecords;
 
 /// A store under test, and what must outlive it.
 struct Subject {

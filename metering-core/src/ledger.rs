@@ -285,7 +285,7 @@ pub struct Grant {
 }
 
 /// A ledger record for tests: an admitted call of `tenant` with key `id`, charged `credits`.
-#[cfg(test)]
+#[cfg(all(test, any(feature = "memory", feature = "sqlite")))]
 pub(crate) fn sample_record(tenant: &str, id: &str, credits: u64) -> LedgerRecord {
     let now = Timestamp::from_secs(1_800_000_000);
     let event = crate::event::UsageEvent::new(tenant, "svc", "/x", "GET")

@@ -4,7 +4,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use metering_core::{Engine, Tenant, TenantId, PlanId, UsageEvent};
-//! use metering_core::store::memory::{MemoryHot, MemoryRecords};
+//! use metering_core::store::{MemoryHot, MemoryRecords};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let engine = Engine::builder(Arc::new(MemoryRecords::new()), Arc::new(MemoryHot::new())).build()?;
@@ -20,8 +20,8 @@
 //!
 //! | feature | default | what it switches on |
 //! |---|---|---|
-//! | `memory` | yes | [`store::memory`]: in-process hot counters and records |
-//! | `sqlite` | no | [`store::sqlite`]: durable records in one SQLite file (WAL) |
+//! | `memory` | yes | [`store::hot::memory`] and [`store::records::memory`]: in-process hot counters and records |
+//! | `sqlite` | no | [`store::records::sqlite`]: durable records in one SQLite file (WAL) |
 
 pub mod account;
 pub mod admit;

@@ -468,11 +468,11 @@ impl Task {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "memory"))]
 mod tests {
     use super::*;
     use crate::ledger::sample_record;
-    use crate::store::memory::MemoryRecords;
+    use crate::store::MemoryRecords;
 
     fn record(id: &str) -> LedgerRecord {
         sample_record("acme", id, 1)
@@ -481,12 +481,9 @@ mod tests {
     #[tokio::test]
     async fn the_queue_depth_counts_what_waits_until_a_flush_writes_it() {
         let store = Arc::new(MemoryRecords::new());
-        let writer = LedgerWriter::spawn(
-            store.clone(),
-            Arc::new(crate::store::memory::MemoryHot::new()),
-            GroupCommit::default(),
-        )
-        .unwrap();
+        let writer =
+            LedgerWriter::spawn(store.clone(), Arc::new(crate::store::MemoryHot::new()), GroupCommit::default())
+                .unwrap();
         for id in ["a", "b", "c"] {
             writer.enqueue(record(id)).await.unwrap();
         }

@@ -4,8 +4,8 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use metering_core::store::memory::MemoryHot;
-use metering_core::store::sqlite::SqliteRecords;
+use metering_core::store::MemoryHot;
+use metering_core::store::SqliteRecords;
 use metering_core::{Engine, GroupCommit};
 
 use crate::auth::AuthService;
@@ -222,7 +222,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_past_their_retention_are_pruned() {
-        use metering_core::store::memory::MemoryRecords;
+        use metering_core::store::MemoryRecords;
         use metering_core::{ManualClock, PlanId, Tenant, TenantId, UsageEvent};
 
         let clock = ManualClock::at("2026-01-10T00:00:00Z");

@@ -11,7 +11,7 @@ use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine as _;
 use http_body_util::BodyExt;
-use metering_core::store::memory::{MemoryHot, MemoryRecords};
+use metering_core::store::{MemoryHot, MemoryRecords};
 use metering_core::{Engine, ManualClock, Role, TenantId};
 use metering_server::auth::{ActsFor, DEFAULT_ADMIN_EMAIL, PLATFORM_TENANT};
 use metering_server::{AppState, Settings, app};

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
-use metering_core::store::memory::{MemoryHot, MemoryRecords};
+use metering_core::store::{MemoryHot, MemoryRecords};
 use metering_core::{Engine, ManualClock};
 use metering_server::{AppState, Settings, app};
 use serde_json::{Value, json};

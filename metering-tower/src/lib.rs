@@ -6,7 +6,7 @@
 //! use std::sync::Arc;
 //!
 //! use axum::{Router, body::Body, http::Request, routing::get};
-//! use metering_core::store::memory::{MemoryHot, MemoryRecords};
+//! use metering_core::store::{MemoryHot, MemoryRecords};
 //! use metering_core::{Engine, PlanId, Tenant, TenantId};
 //! use metering_tower::MeteringLayer;
 //! use tower::ServiceExt;

@@ -13,7 +13,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use metering_core::store::memory::MemoryRecords;
+use metering_core::store::MemoryRecords;
 use metering_core::{Engine, FailurePolicy, GroupCommit};
 use metering_tower::{MeteringLayer, OTHER_ENDPOINT};
 use tower::{Layer, ServiceExt, service_fn};

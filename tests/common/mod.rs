@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use metering::core::store::memory::{MemoryHot, MemoryRecords};
-use metering::core::store::sqlite::SqliteRecords;
+use metering::core::store::SqliteRecords;
 use metering::core::store::{HotStore, RecordStore};
+use metering::core::store::{MemoryHot, MemoryRecords};
 use metering::core::{Engine, EngineBuilder, GroupCommit, ManualClock, Plan, PlanId, Tenant, TenantId};
 
 /// The instant every test starts at: mid-month, mid-day, so no window is about to roll.

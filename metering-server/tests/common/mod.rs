@@ -14,7 +14,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use metering_core::store::memory::{MemoryHot, MemoryRecords};
+use metering_core::store::{MemoryHot, MemoryRecords};
 use metering_core::{Engine, GroupCommit, ManualClock};
 use metering_server::{AppState, Settings};
 use serde_json::{Value, json};

@@ -11,7 +11,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use metering_core::store::memory::{MemoryHot, MemoryRecords};
+use metering_core::store::{MemoryHot, MemoryRecords};
 use metering_core::{Engine, GroupCommit, LedgerQuery, LedgerRecord, ManualClock, Plan, PlanId, Tenant, TenantId};
 use metering_tower::MeteringLayer;
 use serde_json::Value;

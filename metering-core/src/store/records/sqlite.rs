@@ -2,7 +2,7 @@
 //!
 //! ```
 //! use metering_core::store::RecordStore;
-//! use metering_core::store::sqlite::SqliteRecords;
+//! use metering_core::store::SqliteRecords;
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let path = std::env::temp_dir().join(format!("metering-doc-{}.db", std::process::id()));
@@ -31,7 +31,7 @@
 //! max_decided)` make every listing, total, summary and prune one index range; a total
 //! takes the sums of the blocks wholly inside its range without decoding them.
 //! `ledger_ids (key, block)` points every record's `(tenant, event_id)`, by a 64-bit key
-//! computed from them alone, at its block (see [`keys`]). New files use 64 KiB pages, which suit the
+//! computed from them alone, at its block (see its `keys` module). New files use 64 KiB pages, which suit the
 //! large rows.
 //!
 //! The other tables' indexes: `users (tenant_id, email)` lists a tenant's users in order;

@@ -1,5 +1,9 @@
 //! [`MemoryRecords`]: plans, tenants, accounts, keys and the ledger in process memory.
 
+mod faults;
+
+pub use faults::AppendFaults;
+
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,7 +23,7 @@ use crate::plan::{Plan, PlanId};
 use crate::store::RecordStore;
 use crate::tenant::{Tenant, TenantId};
 
-use super::{AppendFaults, Map, Sharded};
+use crate::store::sharded::{Map, Sharded};
 
 /// Durable records in process memory (for tests and library use).
 pub struct MemoryRecords {

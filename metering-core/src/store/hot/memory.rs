@@ -1,4 +1,8 @@
 //! [`MemoryHot`]: hot counters, seen ids, logins and revoked tokens in process memory.
+//!
+//! Sharded by tenant; login counters and revoked tokens, rarely written, have one lock
+//! each (the tokens a read-write one), and no lock is ever held across an `.await`.
+//! Nothing survives the process.
 
 use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
@@ -19,7 +23,7 @@ use crate::plan::{Limit, Per};
 use crate::store::{Admission, Admitted, HotSnapshot, HotStore, LockoutPolicy, LoginGuard, PeriodCredits};
 use crate::tenant::{Period, TenantId};
 
-use super::{Map, Sharded};
+use crate::store::sharded::{Map, Sharded};
 
 /// The calendar windows and billing periods kept per tenant (older ones are dropped).
 const KEPT_WINDOWS: usize = 4;

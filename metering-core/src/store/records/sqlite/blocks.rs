@@ -464,7 +464,7 @@ mod tests {
 
     use super::*;
     use crate::ledger::sample_record;
-    use crate::store::sqlite::tests::query_plan;
+    use crate::store::records::sqlite::tests::query_plan;
 
     fn ints(values: &[i64]) -> Vec<Value> {
         values.iter().map(|&v| Value::Integer(v)).collect()
@@ -587,9 +587,9 @@ mod tests {
         use crate::decision::DenyReason;
         use crate::event::Method;
         use crate::ledger::LedgerCursor;
+        use crate::store::MemoryRecords;
         use crate::store::RecordStore;
-        use crate::store::memory::MemoryRecords;
-        use crate::store::sqlite::SqliteRecords;
+        use crate::store::SqliteRecords;
 
         const START: i64 = 1_800_000_000;
         const HOUR: i64 = 3_600;
