@@ -407,7 +407,8 @@ mod checks {
         assert_eq!(s.user("u-1").await.unwrap(), Some(renamed), "a refused update changes nothing");
         assert_eq!(s.user_by_email("bob@example.com").await.unwrap(), Some(bob));
 
-        assert!(s.update_user(&user("u-404", "acme", "ghost@example.com")).await.is_err(), "no such user");
+        let ghost = s.update_user(&user("u-404", "acme", "ghost@example.com")).await;
+        assert!(matches!(ghost, Err(Error::NotFound(_))), "no such user: {ghost:?}");
         assert_eq!(s.user("u-404").await.unwrap(), None, "an update does not create");
 
         let carol = user("u-3", "acme", "ann@example.com");

@@ -130,6 +130,9 @@ pub enum Error {
     /// A record with this key exists already (a tenant, user or plan).
     #[error("`{0}` exists already")]
     AlreadyExists(String),
+    /// No record with this key to change (a user, a key).
+    #[error("no {0}")]
+    NotFound(String),
     /// The `event_id` was seen before with different content.
     #[error("event `{0}` was already recorded with different content")]
     IdempotencyConflict(EventId),

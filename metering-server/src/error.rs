@@ -132,6 +132,7 @@ impl From<CoreError> for ApiError {
             CoreError::UnknownTenant(t) => ApiError::not_found(format!("unknown tenant `{t}`")),
             CoreError::UnknownPlan(p) => ApiError::invalid("plan", format!("unknown plan `{p}`")),
             CoreError::AlreadyExists(what) => ApiError::conflict("already_exists", format!("{what} exists already")),
+            CoreError::NotFound(what) => ApiError::not_found(format!("no {what}")),
             CoreError::IdempotencyConflict(id) => ApiError::conflict(
                 "idempotency_conflict",
                 format!("event `{id}` was already recorded with different content"),

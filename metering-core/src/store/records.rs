@@ -45,7 +45,7 @@ pub trait RecordStore: Send + Sync + 'static {
 
     /// Creates a user; [`Error::AlreadyExists`] if the e-mail or id is taken.
     async fn insert_user(&self, user: &User) -> Result<(), Error>;
-    /// Replaces a user (matched by id).
+    /// Replaces a user (matched by id); [`Error::NotFound`] if there is none.
     async fn update_user(&self, user: &User) -> Result<(), Error>;
     /// A user by lower-case e-mail.
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, Error>;

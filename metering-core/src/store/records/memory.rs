@@ -178,7 +178,7 @@ impl RecordStore for MemoryRecords {
                 *u = user.clone();
                 Ok(())
             }
-            None => Err(Error::AlreadyExists(format!("no user {}", user.id))),
+            None => Err(Error::NotFound(format!("user {}", user.id))),
         }
     }
 

@@ -873,7 +873,7 @@ impl RecordStore for SqliteRecords {
                 )
                 .and_then(|mut s| s.execute(params_from_iter(user_values(&u))));
             match updated {
-                Ok(0) => Err(Error::AlreadyExists(format!("no user {}", u.id))),
+                Ok(0) => Err(Error::NotFound(format!("user {}", u.id))),
                 Ok(_) => Ok(()),
                 Err(e) if is_unique_violation(&e) => Err(Error::AlreadyExists(format!("user {}", u.email))),
                 Err(e) => Err(db(e)),
