@@ -197,9 +197,7 @@ impl LedgerWriter {
     /// Fails when, under [`FailurePolicy::Closed`], records wait for a failing store.
     pub(crate) fn check_taking(&self) -> Result<(), Error> {
         match (self.policy, self.shared.retrying.load(Ordering::Relaxed)) {
-            (FailurePolicy::Closed, n) if n > 0 => {
-                Err(Error::Unavailable(format!("the ledger is failing; {n} records wait to be written")))
-            }
+            (FailurePolicy::Closed, n) if n > 0 => Err(failing(n)),
             _ => Ok(()),
         }
     }
@@ -321,7 +319,7 @@ impl Task {
                     for job in incoming.drain(..) {
                         match job {
                             Job::Append(entry) => match entry.waiter {
-                                Waiter::Caller(ack) => drop(ack.send(Err(self.still_failing().unwrap_err()))),
+                                Waiter::Caller(ack) => drop(ack.send(Err(failing(self.retained.len())))),
                                 Waiter::Nobody(_) => kept.push(*entry),
                             },
                             flush @ Job::Flush(_) => {
@@ -461,11 +459,13 @@ impl Task {
 
     /// `Ok` unless records wait for a failing store.
     fn still_failing(&self) -> Result<(), Error> {
-        match self.retained.len() {
-            0 => Ok(()),
-            n => Err(Error::Unavailable(format!("the ledger is failing; {n} records wait to be written"))),
-        }
+        if self.retained.is_empty() { Ok(()) } else { Err(failing(self.retained.len())) }
     }
+}
+
+/// The error while `waiting` records wait for a failing store.
+fn failing(waiting: usize) -> Error {
+    Error::Unavailable(format!("the ledger is failing; {waiting} records wait to be written"))
 }
 
 #[cfg(all(test, feature = "memory"))]
