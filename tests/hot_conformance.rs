@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use metering::core::admit::{Standing, WindowState, admit};
 use metering::core::store::MemoryHot;
-use metering::core::store::{Admission, Admitted, HotSnapshot, HotStore, LockoutPolicy, PeriodCredits};
+use metering::core::store::{Admission, Admitted, HotSnapshot, HotStore, KeyCount, LockoutPolicy, PeriodCredits};
 use metering::core::{BillingAnchor, DenyReason, Error, EventId, Limit, Per, TenantId, Timestamp};
 
 /// Mid-month, mid-day.
@@ -206,6 +206,19 @@ async fn a_revoked_token_is_refused_until_it_expires(hot: Arc<dyn HotStore>) {
     assert!(!hot.token_revoked("jti-1", until.plus(Duration::from_secs(1))).await.unwrap());
 }
 
+async fn a_key_counts_at_most_its_maximum_per_window(hot: Arc<dyn HotStore>) {
+    let window = Duration::from_secs(60);
+    for _ in 0..2 {
+        assert_eq!(hot.count_key("signup:1.2.3.4", noon(), window, 2).await.unwrap(), KeyCount::Counted);
+    }
+    let later = noon().plus(Duration::from_secs(20));
+    let over = hot.count_key("signup:1.2.3.4", later, window, 2).await.unwrap();
+    assert_eq!(over, KeyCount::Over { retry_after: Duration::from_secs(40) }, "the window opened at the first call");
+    assert_eq!(hot.count_key("signup:5.6.7.8", later, window, 2).await.unwrap(), KeyCount::Counted, "keys apart");
+    let next = noon().plus(window);
+    assert_eq!(hot.count_key("signup:1.2.3.4", next, window, 2).await.unwrap(), KeyCount::Counted, "a new window");
+}
+
 async fn clear_forgets_counters_logins_and_tokens(hot: Arc<dyn HotStore>) {
     load_empty(&*hot, "t-clear").await;
     let a = admission("t-clear", "e-1", &[], 1, noon());
@@ -236,6 +249,7 @@ macro_rules! conformance {
                 tenants_do_not_share_counters,
                 five_failures_lock_a_login_until_the_lock_passes,
                 a_revoked_token_is_refused_until_it_expires,
+                a_key_counts_at_most_its_maximum_per_window,
                 clear_forgets_counters_logins_and_tokens,
             );
         }

@@ -19,7 +19,7 @@ use crate::limit::rebuilt_tat;
 use crate::plan::{Per, Plan, PlanId};
 use crate::policy::{Policy, PolicyCache};
 use crate::pricing::price;
-use crate::store::{Admission, Admitted, HotSnapshot, HotStore, LockoutPolicy, LoginGuard, RecordStore};
+use crate::store::{Admission, Admitted, HotSnapshot, HotStore, KeyCount, LockoutPolicy, LoginGuard, RecordStore};
 use crate::tenant::{Period, Tenant, TenantId, TenantOverrides, TenantStatus};
 use crate::writer::{Appending, GroupCommit, LedgerWriter, WriterStats};
 
@@ -730,6 +730,12 @@ impl Engine {
     /// Whether the access token with id `jti` is revoked now.
     pub async fn token_revoked(&self, jti: &str) -> Result<bool, Error> {
         self.inner.hot.token_revoked(jti, self.now()).await
+    }
+
+    /// Counts one call for `key` now in the key's fixed window (see
+    /// [`HotStore::count_key`]); shared by every engine over the same hot store.
+    pub async fn count_key(&self, key: &str, window: Duration, max: u32) -> Result<KeyCount, Error> {
+        self.inner.hot.count_key(key, self.now(), window, max).await
     }
 
     /// Forgets every hot counter; they are rebuilt from the ledger on next use.

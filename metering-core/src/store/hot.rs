@@ -133,6 +133,23 @@ pub trait HotStore: Send + Sync + 'static {
     async fn revoke_token(&self, jti: &str, now: Timestamp, until: Timestamp) -> Result<(), Error>;
     /// Whether the access token with id `jti` is revoked at `now`.
     async fn token_revoked(&self, jti: &str, now: Timestamp) -> Result<bool, Error>;
+
+    /// Counts one call for `key` (a sign-up's client address, say) in the key's fixed
+    /// window, which opens at its first call and lasts `window`: at most `max` calls count
+    /// in it, and a call over that is answered [`KeyCount::Over`] and not counted.
+    async fn count_key(&self, key: &str, now: Timestamp, window: Duration, max: u32) -> Result<KeyCount, Error>;
+}
+
+/// What [`HotStore::count_key`] did with a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCount {
+    /// Counted: the window had room.
+    Counted,
+    /// Not counted: the window is full until `retry_after` from now.
+    Over {
+        /// How long until the window ends.
+        retry_after: Duration,
+    },
 }
 
 /// Lockout rules: `max_failures` failures within `window` lock the key for `lock_for`.

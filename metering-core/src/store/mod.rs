@@ -13,7 +13,7 @@ mod sharded;
 
 #[cfg(feature = "memory")]
 pub use hot::memory::MemoryHot;
-pub use hot::{Admission, Admitted, HotSnapshot, HotStore, LockoutPolicy, LoginGuard, PeriodCredits};
+pub use hot::{Admission, Admitted, HotSnapshot, HotStore, KeyCount, LockoutPolicy, LoginGuard, PeriodCredits};
 pub use records::RecordStore;
 #[cfg(feature = "memory")]
 pub use records::memory::{AppendFaults, MemoryRecords};

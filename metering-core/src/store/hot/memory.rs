@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
 use std::hash::BuildHasher;
+use std::time::Duration;
 
 use foldhash::fast::RandomState;
 
@@ -20,7 +21,7 @@ use crate::decision::Decision;
 use crate::error::Error;
 use crate::event::EventId;
 use crate::plan::{Limit, Per};
-use crate::store::{Admission, Admitted, HotSnapshot, HotStore, LockoutPolicy, LoginGuard, PeriodCredits};
+use crate::store::{Admission, Admitted, HotSnapshot, HotStore, KeyCount, LockoutPolicy, LoginGuard, PeriodCredits};
 use crate::tenant::{Period, TenantId};
 
 use crate::store::sharded::{Map, Sharded};
@@ -35,6 +36,10 @@ const MAX_LOGINS: usize = 100_000;
 /// closest to expiring).
 const MAX_REVOKED_TOKENS: usize = 1_000_000;
 
+/// The most keys [`HotStore::count_key`] windows [`MemoryHot`] keeps (ended ones go first
+/// when full, then the oldest).
+const MAX_KEY_WINDOWS: usize = 100_000;
+
 /// Hot counters in process memory.
 pub struct MemoryHot {
     tenants: Sharded<Counters>,
@@ -44,6 +49,7 @@ pub struct MemoryHot {
     max_logins: usize,
     /// Read on every call with an access token, written only by a logout.
     revoked: RwLock<RevokedTokens>,
+    key_windows: Mutex<Map<String, KeyWindow>>,
 }
 
 impl MemoryHot {
@@ -62,6 +68,7 @@ impl MemoryHot {
             logins: Mutex::new(Logins::default()),
             max_logins: MAX_LOGINS,
             revoked: RwLock::new(RevokedTokens { until: Map::default(), max: MAX_REVOKED_TOKENS }),
+            key_windows: Mutex::new(Map::default()),
         }
     }
 }
@@ -294,6 +301,14 @@ impl RevokedTokens {
     }
 }
 
+/// One key's fixed window for [`HotStore::count_key`].
+#[derive(Clone, Copy)]
+struct KeyWindow {
+    start: Timestamp,
+    end: Timestamp,
+    count: u32,
+}
+
 /// Makes room in a map holding `max` entries or more: drops those `live` refuses, then, if
 /// it is still full, the tenth with the lowest `rank` (and any ranked the same).
 fn make_room<V, R: Ord + Copy>(
@@ -385,6 +400,7 @@ impl HotStore for MemoryHot {
         }
         self.logins.lock().keys.clear();
         self.revoked.write().until.clear();
+        self.key_windows.lock().clear();
         Ok(())
     }
 
@@ -413,6 +429,30 @@ impl HotStore for MemoryHot {
 
     async fn token_revoked(&self, jti: &str, now: Timestamp) -> Result<bool, Error> {
         Ok(self.revoked.read().is_revoked(jti, now))
+    }
+
+    async fn count_key(&self, key: &str, now: Timestamp, window: Duration, max: u32) -> Result<KeyCount, Error> {
+        let mut windows = self.key_windows.lock();
+        let fresh = KeyWindow { start: now, end: now.plus(window), count: 0 };
+        let w = match windows.get_mut(key) {
+            Some(w) => {
+                if w.end <= now {
+                    *w = fresh;
+                }
+                w
+            }
+            None => {
+                if windows.len() >= MAX_KEY_WINDOWS {
+                    make_room(&mut windows, MAX_KEY_WINDOWS, |w| w.end > now, |w| w.start);
+                }
+                windows.entry(key.to_owned()).or_insert(fresh)
+            }
+        };
+        if w.count >= max {
+            return Ok(KeyCount::Over { retry_after: w.end.since(now) });
+        }
+        w.count += 1;
+        Ok(KeyCount::Counted)
     }
 }
 
