@@ -15,6 +15,10 @@ use std::time::Duration;
 use metering::core::admit::{Standing, WindowState, admit};
 use metering::core::store::MemoryHot;
 use metering::core::store::{Admission, Admitted, HotSnapshot, HotStore, KeyCount, LockoutPolicy, PeriodCredits};
+#[cfg(feature = "redis")]
+#[path = "support/redis_servers.rs"]
+mod redis_servers;
+
 use metering::core::{BillingAnchor, DenyReason, Error, EventId, Limit, Per, TenantId, Timestamp};
 
 /// Mid-month, mid-day.
@@ -231,37 +235,78 @@ async fn clear_forgets_counters_logins_and_tokens(hot: Arc<dyn HotStore>) {
     assert!(!hot.token_revoked("jti-cleared", noon()).await.unwrap());
 }
 
-/// Instantiates every check for one backend: `conformance!(module, constructor)`.
-macro_rules! conformance {
-    ($name:ident, $make:expr) => {
-        mod $name {
-            use super::*;
-
-            conformance!(@checks $make;
-                an_unloaded_tenant_is_unloaded_until_loaded,
-                a_calendar_window_admits_exactly_its_quota,
-                every_window_admits_or_none_counts,
-                credits_stop_at_the_floor_and_grants_move_it,
-                a_remembered_id_replays_and_a_changed_one_conflicts,
-                revert_gives_back_and_forget_only_forgets,
-                a_remembered_id_is_forgotten_when_its_time_is_up,
-                a_loaded_snapshot_is_counted_and_not_loaded_twice,
-                tenants_do_not_share_counters,
-                five_failures_lock_a_login_until_the_lock_passes,
-                a_revoked_token_is_refused_until_it_expires,
-                a_key_counts_at_most_its_maximum_per_window,
-                clear_forgets_counters_logins_and_tokens,
-            );
-        }
+/// Calls `$then!($($arg)*; every check)`: the one list of checks.
+macro_rules! with_checks {
+    ($then:ident!($($arg:tt)*)) => {
+        $then!($($arg)*;
+            an_unloaded_tenant_is_unloaded_until_loaded,
+            a_calendar_window_admits_exactly_its_quota,
+            every_window_admits_or_none_counts,
+            credits_stop_at_the_floor_and_grants_move_it,
+            a_remembered_id_replays_and_a_changed_one_conflicts,
+            revert_gives_back_and_forget_only_forgets,
+            a_remembered_id_is_forgotten_when_its_time_is_up,
+            a_loaded_snapshot_is_counted_and_not_loaded_twice,
+            tenants_do_not_share_counters,
+            five_failures_lock_a_login_until_the_lock_passes,
+            a_revoked_token_is_refused_until_it_expires,
+            a_key_counts_at_most_its_maximum_per_window,
+            clear_forgets_counters_logins_and_tokens,
+        );
     };
-    (@checks $make:expr; $($check:ident),* $(,)?) => {
+}
+
+/// Each check in a test of its own, on a store `$make(check name)` builds.
+macro_rules! each_in_own_test {
+    ($make:expr; $($check:ident),* $(,)?) => {
         $(
             #[tokio::test]
             async fn $check() {
-                super::$check($make).await;
+                let hot: Arc<dyn HotStore> = ($make)(stringify!($check)).await;
+                super::$check(Arc::clone(&hot)).await;
+                hot.clear().await.unwrap();
             }
         )*
     };
 }
 
-conformance!(memory, Arc::new(MemoryHot::new()) as Arc<dyn HotStore>);
+/// Every check in turn on one store, emptied between checks.
+#[cfg(feature = "redis")]
+macro_rules! all_in_turn {
+    ($hot:expr; $($check:ident),* $(,)?) => {
+        $(
+            super::$check(Arc::clone(&$hot)).await;
+            $hot.clear().await.unwrap();
+        )*
+    };
+}
+
+mod memory {
+    use super::*;
+
+    with_checks!(each_in_own_test!(|_: &str| async { Arc::new(MemoryHot::new()) as Arc<dyn HotStore> }));
+}
+
+/// On the shared Redis, each check under a key prefix of its own.
+#[cfg(feature = "redis")]
+mod redis {
+    use super::*;
+
+    with_checks!(each_in_own_test!(|name: &str| {
+        let prefix = format!("c:{name}");
+        async move { Arc::new(redis_servers::shared_store(&prefix).await) as Arc<dyn HotStore> }
+    }));
+}
+
+/// On a three-master Redis Cluster the test starts and stops.
+#[cfg(feature = "redis")]
+mod redis_cluster {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn every_check_holds_on_a_three_master_cluster() {
+        let cluster = tokio::task::spawn_blocking(redis_servers::RedisCluster::start).await.unwrap();
+        let hot: Arc<dyn HotStore> = Arc::new(redis_servers::store_at(&cluster.url(), "conformance").await);
+        with_checks!(all_in_turn!(hot));
+    }
+}

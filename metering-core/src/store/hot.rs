@@ -8,6 +8,8 @@
 
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,6 +140,11 @@ pub trait HotStore: Send + Sync + 'static {
     /// window, which opens at its first call and lasts `window`: at most `max` calls count
     /// in it, and a call over that is answered [`KeyCount::Over`] and not counted.
     async fn count_key(&self, key: &str, now: Timestamp, window: Duration, max: u32) -> Result<KeyCount, Error>;
+
+    /// Whether the store answers now (an in-process store always does).
+    async fn ping(&self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// What [`HotStore::count_key`] did with a call.

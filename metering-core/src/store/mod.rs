@@ -4,7 +4,7 @@
 //! - [`hot`]: the [`HotStore`], derived and rebuildable counters.
 //!
 //! Each backend lives in the tree of its role, behind a cargo feature named after it
-//! (`memory`, `sqlite`); the in-process and embedded ones are re-exported here.
+//! (`memory`, `sqlite`, `redis`); the in-process and embedded ones are re-exported here.
 
 pub mod hot;
 pub mod records;
@@ -13,6 +13,8 @@ mod sharded;
 
 #[cfg(feature = "memory")]
 pub use hot::memory::MemoryHot;
+#[cfg(feature = "redis")]
+pub use hot::redis::{RedisHot, RedisOptions};
 pub use hot::{Admission, Admitted, HotSnapshot, HotStore, KeyCount, LockoutPolicy, LoginGuard, PeriodCredits};
 pub use records::RecordStore;
 #[cfg(feature = "memory")]
