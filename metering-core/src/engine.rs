@@ -5,6 +5,7 @@
 //! the ledger record.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::account::User;
@@ -19,6 +20,7 @@ use crate::limit::rebuilt_tat;
 use crate::plan::{Per, Plan, PlanId};
 use crate::policy::{Policy, PolicyCache};
 use crate::pricing::price;
+use crate::rebuild::RebuildGates;
 use crate::store::{Admission, Admitted, HotSnapshot, HotStore, KeyCount, LockoutPolicy, LoginGuard, RecordStore};
 use crate::tenant::{Period, Tenant, TenantId, TenantOverrides, TenantStatus};
 use crate::writer::{Appending, GroupCommit, LedgerWriter, WriterStats};
@@ -189,6 +191,8 @@ impl EngineBuilder {
                 denials: DenialBudget::new(self.denial_records_per_minute),
                 handing_on: Arc::new(tokio::sync::RwLock::new(())),
                 writer,
+                rebuilds: RebuildGates::default(),
+                hot_errors: AtomicU64::new(0),
             }),
         })
     }
@@ -211,6 +215,8 @@ struct Inner {
     /// Read-held by decisions handing their records on, write-held by a wipe of the hot store.
     handing_on: Arc<tokio::sync::RwLock<()>>,
     writer: Option<LedgerWriter>,
+    rebuilds: RebuildGates,
+    hot_errors: AtomicU64,
 }
 
 /// The answer to a call whose `event_id` the ledger already holds in `first`: its
@@ -296,12 +302,15 @@ impl Engine {
             writer.check_taking()?;
         }
         for _ in 0..LOAD_ATTEMPTS {
-            let (decision, replayed) = match self.inner.hot.admit(&admission).await? {
+            let admitted = self.inner.hot.admit(&admission).await.inspect_err(|_| {
+                self.inner.hot_errors.fetch_add(1, Ordering::Relaxed);
+            })?;
+            let (decision, replayed) = match admitted {
                 Admitted::Decided(decision) => (decision, false),
                 Admitted::Replayed(decision) => (decision, true),
                 Admitted::Conflict => return Err(Error::IdempotencyConflict(event.event_id)),
                 Admitted::Unloaded => {
-                    self.load_counters(&policy, now).await?;
+                    self.rebuild(&policy, now).await?;
                     continue;
                 }
             };
@@ -534,6 +543,33 @@ impl Engine {
         let policy = Arc::new(Policy::new(t, plan, now));
         self.inner.policies.insert(Arc::clone(&policy), now);
         Ok(policy)
+    }
+
+    /// Rebuilds a tenant's absent counters once however many calls found them absent:
+    /// the first caller rebuilds, the others wait and find them loaded. Records still
+    /// queued for the ledger are written first, so the rebuild counts them.
+    async fn rebuild(&self, policy: &Policy, now: Timestamp) -> Result<(), Error> {
+        let tenant = &policy.tenant.id;
+        let _gate = self.inner.rebuilds.enter(tenant).await;
+        let period = policy.period_containing(now);
+        if self.inner.hot.credits(tenant, period.start).await?.is_some() {
+            return Ok(());
+        }
+        if let Some(w) = &self.inner.writer {
+            w.flush().await?;
+        }
+        self.load_counters(policy, now).await
+    }
+
+    /// Hot-store errors met by decisions since the engine started (each answered
+    /// [`Error::Unavailable`] or as the store said).
+    pub fn hot_errors(&self) -> u64 {
+        self.inner.hot_errors.load(Ordering::Relaxed)
+    }
+
+    /// Whether the hot store answers now.
+    pub async fn ping_hot(&self) -> Result<(), Error> {
+        self.inner.hot.ping().await
     }
 
     /// Computes a tenant's counters from the ledger and loads them into the hot store.

@@ -38,6 +38,7 @@ pub mod limit;
 pub mod plan;
 pub mod policy;
 pub mod pricing;
+mod rebuild;
 pub mod store;
 pub mod tenant;
 mod writer;

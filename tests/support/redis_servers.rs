@@ -14,9 +14,11 @@ use metering::core::store::{HotStore, RedisHot, RedisOptions};
 /// The shared Redis every development and CI machine runs.
 pub(crate) const SHARED: &str = "redis://127.0.0.1:6379";
 
-/// A store on `url` under `prefix`, emptied of anything an earlier run left there.
+/// A store on `url` under `prefix`, emptied of anything an earlier run left there. Its
+/// timeout is generous: tests run many at once on few cores, and only the outage tests,
+/// which set their own, are about the timeout.
 pub(crate) async fn store_at(url: &str, prefix: &str) -> RedisHot {
-    let options = RedisOptions { prefix: prefix.to_owned(), ..RedisOptions::new(url) };
+    let options = RedisOptions { prefix: prefix.to_owned(), timeout: Duration::from_secs(5), ..RedisOptions::new(url) };
     let store = RedisHot::connect(options).await.expect("redis reachable");
     store.clear().await.expect("clear the test's prefix");
     store

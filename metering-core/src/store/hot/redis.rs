@@ -32,9 +32,10 @@
 //! # Failures
 //!
 //! Every command has the configured timeout. A call that times out or finds Redis gone
-//! answers [`Error::Unavailable`]; a script Redis received before the timeout may still
-//! run, which can only count a call that was not recorded (stricter, never a fresh
-//! quota) until the tenant's counters are next rebuilt.
+//! answers [`Error::Unavailable`]. A decision Redis received before the timeout may still
+//! run when Redis answers again, counting a call nobody recorded; so a timed-out decision
+//! is followed by the deletion of the tenant's counters and of its remembered id, which
+//! Redis runs after it, and the next decision rebuilds them from the ledger.
 
 use std::time::Duration;
 
@@ -192,14 +193,18 @@ impl RedisHot {
 
     /// Runs `script` by hash, loading it again if Redis lost it (a restart, a failover).
     async fn run(&self, script: &Script, keys: Vec<Key>, args: Vec<Value>) -> Result<Vec<String>, Error> {
+        self.run_raw(script, keys, args).await.map_err(unavailable)
+    }
+
+    async fn run_raw(&self, script: &Script, keys: Vec<Key>, args: Vec<Value>) -> Result<Vec<String>, RedisError> {
         let result =
             self.client.evalsha::<Vec<String>, _, _, _>(script.sha1().clone(), keys.clone(), args.clone()).await;
         match result {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
-                script.load(&self.client).await.map_err(unavailable)?;
-                self.client.evalsha(script.sha1().clone(), keys, args).await.map_err(unavailable)
+                script.load(&self.client).await?;
+                self.client.evalsha(script.sha1().clone(), keys, args).await
             }
-            other => other.map_err(unavailable),
+            other => other,
         }
     }
 
@@ -376,7 +381,20 @@ fn admit_args(a: &Admission) -> Vec<Value> {
 impl HotStore for RedisHot {
     async fn admit(&self, a: &Admission) -> Result<Admitted, Error> {
         let keys = vec![self.counters_key(&a.tenant), self.seen_key(a)];
-        let reply = self.run(&self.scripts.admit, keys, admit_args(a)).await?;
+        let reply = match self.run_raw(&self.scripts.admit, keys.clone(), admit_args(a)).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                if *e.kind() == ErrorKind::Timeout {
+                    // The script may still run once Redis answers again: whatever it
+                    // counts goes with the tenant's counters, which the next decision
+                    // rebuilds from the ledger. Sent after the script on the same
+                    // connection, this runs after it.
+                    let client = self.client.clone();
+                    tokio::spawn(async move { client.del::<(), _>(keys).await });
+                }
+                return Err(unavailable(e));
+            }
+        };
         match reply.first().map(String::as_str) {
             Some("u") => Ok(Admitted::Unloaded),
             Some("c") => Ok(Admitted::Conflict),
