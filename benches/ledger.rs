@@ -114,7 +114,14 @@ impl Records {
             }],
             retry_after: denied.then_some(1),
         };
-        LedgerRecord { event, decided_at: now, decision, status: (!denied).then_some(200), counted: !denied }
+        LedgerRecord {
+            event,
+            decided_at: now,
+            decision,
+            status: (!denied).then_some(200),
+            counted: !denied,
+            fail_open: false,
+        }
     }
 
     fn batch(&mut self, n: usize) -> Vec<LedgerRecord> {

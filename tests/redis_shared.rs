@@ -15,8 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{START, engine_over, plan, tenant_on};
+use metering::core::ledger::{LedgerQuery, TimeBasis};
 use metering::core::store::{HotStore, MemoryRecords, RecordStore, RedisHot, RedisOptions};
 use metering::core::{Error, Limit, ManualClock, Per};
+use metering::core::{FailurePolicy, GroupCommit};
 use metering::{Engine, UsageEvent};
 use redis_servers::{RedisServer, shared_store, store_at};
 
@@ -61,7 +63,7 @@ async fn two_engines_with_their_own_clients_admit_exactly_the_quota_between_them
     }
     engines[0].flush().await.unwrap();
     let (start, end) = Per::Day.window_containing(engines[0].now());
-    let ledger = records.usage_totals(&tenant, metering::core::ledger::TimeBasis::Event, start, end).await.unwrap();
+    let ledger = records.usage_totals(&tenant, TimeBasis::Event, start, end).await.unwrap();
     assert_eq!((ledger.calls, ledger.credits), (30, 30), "each admitted id recorded and charged once");
     shared_store("two-engines").await;
 }
@@ -87,13 +89,28 @@ async fn counters_flushed_away_mid_run_are_rebuilt_exactly() {
     assert_eq!(balance.used, 50, "the balance is rebuilt exactly");
 }
 
-/// An engine on a private server with a short timeout.
+/// An engine on a private server with a short timeout, failing closed.
 async fn engine_on(server: &RedisServer, clock: &ManualClock) -> (Engine, Arc<dyn RecordStore>) {
+    engine_failing(server, clock, FailurePolicy::Closed).await
+}
+
+async fn engine_failing(
+    server: &RedisServer,
+    clock: &ManualClock,
+    policy: FailurePolicy,
+) -> (Engine, Arc<dyn RecordStore>) {
     let records: Arc<dyn RecordStore> = Arc::new(MemoryRecords::new());
     let options =
         RedisOptions { prefix: "outage".into(), timeout: Duration::from_millis(50), ..RedisOptions::new(server.url()) };
     let hot: Arc<dyn HotStore> = Arc::new(RedisHot::connect(options).await.unwrap());
-    (engine_over(Arc::clone(&records), hot, clock).await, records)
+    let engine = Engine::builder(Arc::clone(&records), hot)
+        .clock(clock.clone())
+        .group_commit(GroupCommit::default())
+        .hot_failure(policy)
+        .build()
+        .unwrap();
+    engine.seed_plans().await.unwrap();
+    (engine, records)
 }
 
 /// Tracks one call, and how long the answer took.
@@ -161,5 +178,43 @@ async fn a_killed_redis_is_answered_unavailable_and_a_restarted_one_is_rebuilt_f
         }
     }
     assert_eq!(admitted, 6, "the empty Redis was rebuilt from the ledger: 4 used, 6 left");
+    assert_eq!(engine.balance(&tenant).await.unwrap().used, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_open_admits_marks_the_records_and_the_rebuild_counts_them() {
+    let mut server = RedisServer::start();
+    let clock = ManualClock::at(START);
+    let (engine, records) = engine_failing(&server, &clock, FailurePolicy::Open).await;
+    let tenant = tenant_on(&engine, "outage", plan("ten", 10)).await;
+    for i in 0..3 {
+        assert!(timed(&engine, &format!("before-{i}")).await.0.unwrap());
+    }
+
+    server.kill();
+    for i in 0..2 {
+        let (answer, took) = timed(&engine, &format!("down-{i}")).await;
+        assert!(answer.unwrap(), "admitted while Redis is down");
+        assert!(took < Duration::from_millis(1_000), "{took:?}");
+    }
+    assert_eq!(engine.fail_open_admissions(), 2);
+    engine.flush().await.unwrap();
+    let marked = records
+        .records(&LedgerQuery { tenant: Some(tenant.clone()), limit: 100, ..LedgerQuery::default() })
+        .await
+        .unwrap();
+    assert_eq!(marked.iter().filter(|r| r.fail_open).count(), 2, "both recorded with the mark");
+
+    // Back, but empty, and the engine rebuilds before deciding: 3 + 2 used, 5 left.
+    server.restart();
+    let mut admitted = 0;
+    for attempt in 0..400 {
+        match timed(&engine, &format!("after-{attempt}")).await.0 {
+            Ok(true) => admitted += 1,
+            Ok(false) => break,
+            Err(e) => panic!("failing open never answers an error: {e}"),
+        }
+    }
+    assert_eq!(admitted, 5, "the fail-open calls were counted by the rebuild");
     assert_eq!(engine.balance(&tenant).await.unwrap().used, 10);
 }

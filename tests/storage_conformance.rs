@@ -215,7 +215,7 @@ mod checks {
                 limits: vec![WindowStatus { window: Per::Day, limit: 10, remaining: 9, reset: 43_200 }],
                 retry_after: None,
             };
-            Rec(LedgerRecord { event, decided_at: ts, decision, status: Some(200), counted: true })
+            Rec(LedgerRecord { event, decided_at: ts, decision, status: Some(200), counted: true, fail_open: false })
         }
 
         fn service(mut self, service: &str) -> Rec {

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::account::User;
+use crate::admit::{Standing, WindowState, admit};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::decision::{Decision, DenyReason};
 use crate::denials::DenialBudget;
@@ -20,10 +21,12 @@ use crate::limit::rebuilt_tat;
 use crate::plan::{Per, Plan, PlanId};
 use crate::policy::{Policy, PolicyCache};
 use crate::pricing::price;
-use crate::rebuild::RebuildGates;
-use crate::store::{Admission, Admitted, HotSnapshot, HotStore, KeyCount, LockoutPolicy, LoginGuard, RecordStore};
+use crate::rebuild::{RebuildGates, StaleTenants};
+use crate::store::{
+    Admission, Admitted, HotSnapshot, HotStore, KeyCount, LockoutPolicy, LoginGuard, PeriodCredits, RecordStore,
+};
 use crate::tenant::{Period, Tenant, TenantId, TenantOverrides, TenantStatus};
-use crate::writer::{Appending, GroupCommit, LedgerWriter, WriterStats};
+use crate::writer::{Appending, FailurePolicy, GroupCommit, LedgerWriter, WriterStats};
 
 /// Where settling a ticket stands between handing its record on and answering.
 enum Settling {
@@ -49,6 +52,8 @@ pub struct Ticket {
     admission: Admission,
     decision: Decision,
     replayed: bool,
+    /// Admitted while the hot store could not answer: nothing in it to give back.
+    fail_open: bool,
     handing_on: HandingOn,
 }
 
@@ -131,6 +136,7 @@ pub struct EngineBuilder {
     policy_capacity: usize,
     group_commit: Option<GroupCommit>,
     denial_records_per_minute: u32,
+    hot_failure: FailurePolicy,
 }
 
 impl EngineBuilder {
@@ -168,6 +174,17 @@ impl EngineBuilder {
         self
     }
 
+    /// What a decision does when the hot store cannot answer: [`FailurePolicy::Closed`]
+    /// (the default) fails it with [`Error::Unavailable`], nothing charged;
+    /// [`FailurePolicy::Open`] admits it as an empty hot store would (suspension and
+    /// premium access still apply), records it marked
+    /// [`fail_open`](LedgerRecord::fail_open), and rebuilds the tenant's counters from the
+    /// ledger once the store answers again, so the call is counted then.
+    pub fn hot_failure(mut self, policy: FailurePolicy) -> Self {
+        self.hot_failure = policy;
+        self
+    }
+
     /// Writes the ledger through a group-commit writer (needs a tokio runtime).
     pub fn group_commit(mut self, cfg: GroupCommit) -> Self {
         self.group_commit = Some(cfg);
@@ -193,6 +210,9 @@ impl EngineBuilder {
                 writer,
                 rebuilds: RebuildGates::default(),
                 hot_errors: AtomicU64::new(0),
+                hot_failure: self.hot_failure,
+                stale: StaleTenants::default(),
+                fail_open_admissions: AtomicU64::new(0),
             }),
         })
     }
@@ -217,6 +237,10 @@ struct Inner {
     writer: Option<LedgerWriter>,
     rebuilds: RebuildGates,
     hot_errors: AtomicU64,
+    hot_failure: FailurePolicy,
+    /// Tenants admitted fail-open, whose counters are rebuilt before their next decision.
+    stale: StaleTenants,
+    fail_open_admissions: AtomicU64,
 }
 
 /// The answer to a call whose `event_id` the ledger already holds in `first`: its
@@ -245,6 +269,7 @@ impl Engine {
             policy_capacity: 100_000,
             group_commit: None,
             denial_records_per_minute: 100,
+            hot_failure: FailurePolicy::Closed,
         }
     }
 
@@ -302,9 +327,16 @@ impl Engine {
             writer.check_taking()?;
         }
         for _ in 0..LOAD_ATTEMPTS {
-            let admitted = self.inner.hot.admit(&admission).await.inspect_err(|_| {
-                self.inner.hot_errors.fetch_add(1, Ordering::Relaxed);
-            })?;
+            let admitted = match self.admit_hot(&admission, &policy).await {
+                Ok(admitted) => admitted,
+                Err(e) => {
+                    self.inner.hot_errors.fetch_add(1, Ordering::Relaxed);
+                    if self.inner.hot_failure == FailurePolicy::Closed || !matches!(e, Error::Unavailable(_)) {
+                        return Err(e);
+                    }
+                    return Ok(self.admit_fail_open(event, admission, handing_on));
+                }
+            };
             let (decision, replayed) = match admitted {
                 Admitted::Decided(decision) => (decision, false),
                 Admitted::Replayed(decision) => (decision, true),
@@ -314,7 +346,7 @@ impl Engine {
                     continue;
                 }
             };
-            return Ok(Ticket { event, admission, decision, replayed, handing_on });
+            return Ok(Ticket { event, admission, decision, replayed, fail_open: false, handing_on });
         }
         Err(Error::Unavailable("hot store does not keep loaded counters".into()))
     }
@@ -505,6 +537,7 @@ impl Engine {
             decision: ticket.decision,
             status: outcome.status,
             counted,
+            fail_open: ticket.fail_open,
         };
         Ok((record, ticket.admission))
     }
@@ -543,6 +576,42 @@ impl Engine {
         let policy = Arc::new(Policy::new(t, plan, now));
         self.inner.policies.insert(Arc::clone(&policy), now);
         Ok(policy)
+    }
+
+    /// Asks the hot store, first dropping the tenant's counters if calls were admitted
+    /// fail-open since they were built (the rebuild that follows counts those calls).
+    async fn admit_hot(&self, admission: &Admission, policy: &Policy) -> Result<Admitted, Error> {
+        if self.inner.stale.contains(&admission.tenant) {
+            let _gate = self.inner.rebuilds.enter(&admission.tenant).await;
+            if self.inner.stale.contains(&admission.tenant) {
+                if let Some(w) = &self.inner.writer {
+                    w.flush().await?;
+                }
+                self.inner.hot.discard(&admission.tenant).await?;
+                self.load_counters(policy, admission.now).await?;
+                self.inner.stale.remove(&admission.tenant);
+            }
+        }
+        self.inner.hot.admit(admission).await
+    }
+
+    /// A call admitted without the hot store (fail-open): decided on empty counters, and
+    /// holding nothing in the hot store to give back.
+    fn admit_fail_open(&self, event: Event, admission: Admission, handing_on: HandingOn) -> Ticket {
+        let empty = Standing::read(&admission, PeriodCredits::default(), WindowState::empty);
+        let decision = admit(&admission, &empty).decision;
+        if decision.allowed {
+            self.inner.fail_open_admissions.fetch_add(1, Ordering::Relaxed);
+        }
+        self.inner.stale.insert(&admission.tenant);
+        tracing::warn!(tenant = %admission.tenant, "hot store unavailable; call decided fail-open");
+        let admission = Admission { limits: Arc::from([]), cost: 0, remember: false, ..admission };
+        Ticket { event, admission, decision, replayed: false, fail_open: true, handing_on }
+    }
+
+    /// Calls admitted fail-open since the engine started.
+    pub fn fail_open_admissions(&self) -> u64 {
+        self.inner.fail_open_admissions.load(Ordering::Relaxed)
     }
 
     /// Rebuilds a tenant's absent counters once however many calls found them absent:

@@ -22,6 +22,10 @@ pub struct LedgerRecord {
     /// Whether the call occupies its windows and is charged: admitted, and not given
     /// back afterwards (an upstream error the plan does not charge for).
     pub counted: bool,
+    /// Admitted while the hot store could not answer (the fail-open policy): no window
+    /// or balance counted it then; the tenant's next rebuild from the ledger does.
+    #[serde(default)]
+    pub fail_open: bool,
 }
 
 /// What appending one record did.
@@ -302,5 +306,5 @@ pub(crate) fn sample_record(tenant: &str, id: &str, credits: u64) -> LedgerRecor
         limits: Vec::new(),
         retry_after: None,
     };
-    LedgerRecord { event, decided_at: now, decision, status: Some(200), counted: true }
+    LedgerRecord { event, decided_at: now, decision, status: Some(200), counted: true, fail_open: false }
 }

@@ -1,9 +1,11 @@
-//! One rebuild at a time per tenant: when many calls find a tenant's counters absent
-//! together, the first rebuilds them from the ledger and the others wait for it, then
-//! find them loaded.
+//! Rebuilds of a tenant's hot counters from the ledger: one at a time per tenant (when
+//! many calls find the counters absent together, the first rebuilds them and the others
+//! wait, then find them loaded), and the tenants whose counters must be rebuilt before
+//! their next decision (calls were admitted while the hot store could not answer).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
@@ -41,6 +43,35 @@ impl Drop for Held<'_> {
         if Arc::strong_count(&self.gate) == 2 {
             gates.remove(&self.tenant);
         }
+    }
+}
+
+/// Tenants whose counters must be rebuilt before their next decision. Empty almost
+/// always, so the check on every decision is one relaxed load.
+#[derive(Default)]
+pub(crate) struct StaleTenants {
+    any: AtomicBool,
+    tenants: Mutex<HashSet<TenantId>>,
+}
+
+impl StaleTenants {
+    /// Marks a tenant.
+    pub(crate) fn insert(&self, tenant: &TenantId) {
+        let mut tenants = self.tenants.lock();
+        tenants.insert(tenant.clone());
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// Whether a tenant is marked.
+    pub(crate) fn contains(&self, tenant: &TenantId) -> bool {
+        self.any.load(Ordering::Acquire) && self.tenants.lock().contains(tenant)
+    }
+
+    /// Unmarks a tenant.
+    pub(crate) fn remove(&self, tenant: &TenantId) {
+        let mut tenants = self.tenants.lock();
+        tenants.remove(tenant);
+        self.any.store(!tenants.is_empty(), Ordering::Release);
     }
 }
 

@@ -101,6 +101,9 @@ pub trait HotStore: Send + Sync + 'static {
     /// record could not be written): the next call with the id is decided again and
     /// meets the ledger's answer.
     async fn forget(&self, admission: &Admission) -> Result<(), Error>;
+    /// Drops a tenant's counters (its remembered ids may go with them), so the next
+    /// decision finds it [`Admitted::Unloaded`] and rebuilds it from the ledger.
+    async fn discard(&self, tenant: &TenantId) -> Result<(), Error>;
     /// Loads a tenant's counters unless they are loaded already.
     async fn load(&self, tenant: &TenantId, snapshot: HotSnapshot) -> Result<(), Error>;
     /// Adds `amount` granted credits to a period: always when it raises the balance

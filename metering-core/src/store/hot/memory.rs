@@ -353,6 +353,11 @@ impl HotStore for MemoryHot {
         Ok(())
     }
 
+    async fn discard(&self, tenant: &TenantId) -> Result<(), Error> {
+        self.tenants.shard(tenant).lock().remove(tenant);
+        Ok(())
+    }
+
     async fn load(&self, tenant: &TenantId, s: HotSnapshot) -> Result<(), Error> {
         if let Entry::Vacant(v) = self.tenants.shard(tenant).lock().entry(tenant.clone()) {
             let mut counters = Counters::default();

@@ -422,6 +422,10 @@ impl HotStore for RedisHot {
         self.client.del::<(), _>(self.seen_key(a)).await.map_err(unavailable)
     }
 
+    async fn discard(&self, tenant: &TenantId) -> Result<(), Error> {
+        self.client.del::<(), _>(self.counters_key(tenant)).await.map_err(unavailable)
+    }
+
     async fn load(&self, tenant: &TenantId, s: HotSnapshot) -> Result<(), Error> {
         let mut args = vec![int(COUNTER_TTL.as_secs() as i64)];
         for (per, start, count) in s.quotas {

@@ -10,7 +10,8 @@
 //! its event id, allowed (bool), reason (code, 0 for none), credits charged (u64), credits
 //! remaining (i64), the number of windows (u8) and per window its length (code), limit,
 //! remaining (u32 each) and reset (u64), retry-after (optional u64); then the status
-//! (optional u16) and counted (bool). A bool is one byte, 0 or 1; an optional value is a
+//! (optional u16) and counted (bool); then, only for a call admitted fail-open, one byte 1
+//! (records without it, all those written before it existed included, are not). A bool is one byte, 0 or 1; an optional value is a
 //! byte, 0 for none or 1 followed by the value. The codes below are part of the format:
 //! a variant added later takes a new code, never an old one.
 
@@ -61,6 +62,9 @@ pub(super) fn encode(record: &LedgerRecord, out: &mut Vec<u8>) -> Result<(), Err
     put_opt(out, d.retry_after.map(u64::to_le_bytes), put_bytes)?;
     put_opt(out, record.status.map(u16::to_le_bytes), put_bytes)?;
     out.push(u8::from(record.counted));
+    if record.fail_open {
+        out.push(1);
+    }
     Ok(())
 }
 
@@ -223,10 +227,14 @@ impl Reader<'_> {
         };
         let status = self.opt("status", |r| r.array("status").map(u16::from_le_bytes))?;
         let counted = self.bool("counted")?;
+        let fail_open = !self.rest.is_empty();
+        if fail_open && self.u8("fail open")? != 1 {
+            return Err(corrupt("a fail-open mark other than 1"));
+        }
         if !self.rest.is_empty() {
             return Err(corrupt("bytes after the record"));
         }
-        Ok(LedgerRecord { event, decided_at, decision, status, counted })
+        Ok(LedgerRecord { event, decided_at, decision, status, counted, fail_open })
     }
 
     fn window(&mut self) -> Result<WindowStatus, Error> {
@@ -332,9 +340,19 @@ mod tests {
 
     #[test]
     fn records_read_back_as_written() {
-        for record in [sample_record("acme", "a", 3), full_record()] {
+        let fail_open = LedgerRecord { fail_open: true, ..sample_record("acme", "b", 2) };
+        for record in [sample_record("acme", "a", 3), full_record(), fail_open] {
             assert_eq!(decode(&encoded(&record)).unwrap(), record);
         }
+    }
+
+    #[test]
+    fn a_fail_open_mark_is_one_trailing_byte_and_payloads_without_it_read_as_not() {
+        let plain = encoded(&sample_record("acme", "a", 3));
+        let marked = encoded(&LedgerRecord { fail_open: true, ..sample_record("acme", "a", 3) });
+        assert_eq!(marked.len(), plain.len() + 1);
+        assert!(!decode(&plain).unwrap().fail_open);
+        assert!(matches!(decode(&[marked.as_slice(), &[1]].concat()), Err(Error::Corrupt(_))));
     }
 
     #[test]

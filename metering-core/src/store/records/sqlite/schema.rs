@@ -209,6 +209,7 @@ fn decode_v3_record(row: &Row<'_>) -> Result<LedgerRecord, Error> {
         event,
         decided_at: Timestamp::from_micros(col(row, 3)?),
         counted: col(row, 4)?,
+        fail_open: false,
         status: col(row, 13)?,
         decision: from_json(&col::<String>(row, 14)?, "decision")?,
     })
