@@ -137,12 +137,31 @@ async fn check_config(settings: Settings) -> ExitCode {
         ("access_token_ttl", format!("{}s", settings.access_token_ttl.as_secs())),
         ("refresh_token_ttl", format!("{}s", settings.refresh_token_ttl.as_secs())),
         ("argon2", format!("m={} KiB, t={}", settings.password_cost.memory_kib, settings.password_cost.iterations)),
+        ("hot_store", hot_store(&settings)),
     ];
     for (name, value) in rows {
         println!("{name:<18} {value}");
     }
     println!("configuration OK");
     ExitCode::SUCCESS
+}
+
+/// Where the hot counters live, as `check-config` reports it.
+fn hot_store(settings: &Settings) -> String {
+    let Some(redis) = &settings.redis else {
+        return "in this process (one instance; counters rebuilt from the ledger at start)".into();
+    };
+    let mode = if redis.url.expose().contains("-cluster://") { "redis cluster" } else { "redis" };
+    let failure = match redis.failure {
+        metering_core::FailurePolicy::Open => "open",
+        _ => "closed",
+    };
+    format!(
+        "{mode} {} prefix={} timeout={}ms failure={failure}",
+        redis.redacted_url(),
+        redis.prefix,
+        redis.timeout.as_millis()
+    )
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

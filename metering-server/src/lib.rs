@@ -20,6 +20,7 @@ mod audit;
 pub mod auth;
 pub mod cli;
 pub mod error;
+mod hot;
 mod metrics;
 pub mod rbac;
 mod routes;

@@ -28,6 +28,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::Value;
+use metering_core::FailurePolicy;
 
 use crate::auth::password::{self, PasswordCost};
 
@@ -115,6 +116,34 @@ pub struct Settings {
     /// How long raw ledger records are kept (`METERING_LEDGER_RETENTION`, default 400 days;
     /// at least 62 days, so the current and the previous billing period stay rebuildable).
     pub ledger_retention: Duration,
+    /// Hot counters shared through Redis (`METERING_REDIS_URL`); `None`: in this process.
+    pub redis: Option<RedisSettings>,
+}
+
+/// Where the shared hot counters live, and what a decision does when they cannot answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://host:port[/db]`, `rediss://…` (TLS), or
+    /// `redis-cluster://host:port?node=host:port&node=…` (`rediss-cluster://`: TLS).
+    pub url: Secret,
+    /// What every key starts with (`METERING_REDIS_PREFIX`, default `metering`).
+    pub prefix: String,
+    /// The most one Redis call may take (`METERING_REDIS_TIMEOUT`, default `50ms`).
+    pub timeout: Duration,
+    /// `closed` (default: 503, nothing charged) or `open` (admit and count later), when
+    /// Redis cannot answer in time (`METERING_REDIS_FAILURE`).
+    pub failure: FailurePolicy,
+}
+
+impl RedisSettings {
+    /// The URL with any password hidden, for logs and `check-config`.
+    pub fn redacted_url(&self) -> String {
+        let url = self.url.expose();
+        match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => format!("{}://<credentials>@{}", &url[..scheme], &url[at + 1..]),
+            _ => url.to_owned(),
+        }
+    }
 }
 
 /// The shortest ledger retention accepted.
@@ -150,9 +179,13 @@ const KEYS: &[(&str, &str)] = &[
     ("argon2_memory_kib", "METERING_ARGON2_MEMORY_KIB"),
     ("argon2_iterations", "METERING_ARGON2_ITERATIONS"),
     ("ledger_retention", "METERING_LEDGER_RETENTION"),
+    ("redis_url", "METERING_REDIS_URL"),
+    ("redis_prefix", "METERING_REDIS_PREFIX"),
+    ("redis_timeout", "METERING_REDIS_TIMEOUT"),
+    ("redis_failure", "METERING_REDIS_FAILURE"),
 ];
 
-const SECRET_KEYS: &[&str] = &["jwt_secret", "admin_password"];
+const SECRET_KEYS: &[&str] = &["jwt_secret", "admin_password", "redis_url"];
 
 const DEFAULT_SIGNUPS_PER_HOUR: NonZeroU32 = match NonZeroU32::new(20) {
     Some(n) => n,
@@ -177,6 +210,7 @@ impl Default for Settings {
             refresh_token_ttl: Duration::from_secs(30 * 86_400),
             password_cost: PasswordCost::DEFAULT,
             ledger_retention: Duration::from_secs(400 * 86_400),
+            redis: None,
         }
     }
 }
@@ -318,6 +352,48 @@ impl Settings {
             s.password_cost.iterations =
                 parse_u32(&v, 1, 64).map_err(|reason| invalid(name, "argon2_iterations", &v, reason))?;
         }
+        let url = get("redis_url")?;
+        let redis_keys = ["redis_prefix", "redis_timeout", "redis_failure"];
+        if url.is_none() {
+            if let Some(key) = redis_keys.into_iter().find(|k| map.contains_key(*k)) {
+                let (name, v) = get(key)?.unwrap_or_default();
+                return Err(invalid(name, key, &v, "only applies with METERING_REDIS_URL".into()));
+            }
+            return Ok(s);
+        }
+        let Some((url_name, url)) = url else { return Ok(s) };
+        let mut redis = RedisSettings {
+            url: Secret(url.trim().to_owned()),
+            prefix: "metering".into(),
+            timeout: Duration::from_millis(50),
+            failure: FailurePolicy::Closed,
+        };
+        if !["redis://", "rediss://", "redis-cluster://", "rediss-cluster://"]
+            .iter()
+            .any(|p| redis.url.0.starts_with(p))
+        {
+            let reason = "must start with redis://, rediss://, redis-cluster:// or rediss-cluster://".into();
+            return Err(invalid(url_name, "redis_url", &url, reason));
+        }
+        if let Some((name, v)) = get("redis_prefix")? {
+            let valid =
+                (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+            if !valid {
+                return Err(invalid(name, "redis_prefix", &v, "must be 1-64 of [A-Za-z0-9_.:-]".into()));
+            }
+            redis.prefix = v;
+        }
+        if let Some((name, v)) = get("redis_timeout")? {
+            redis.timeout = parse_millis(&v).map_err(|reason| invalid(name, "redis_timeout", &v, reason))?;
+        }
+        if let Some((name, v)) = get("redis_failure")? {
+            redis.failure = match v.trim() {
+                "closed" => FailurePolicy::Closed,
+                "open" => FailurePolicy::Open,
+                _ => return Err(invalid(name, "redis_failure", &v, "must be `closed` or `open`".into())),
+            };
+        }
+        s.redis = Some(redis);
         Ok(s)
     }
 }
@@ -342,6 +418,24 @@ fn parse_duration(v: &str) -> Result<Duration, String> {
         return Err("must be between 1 second and 10 years".into());
     }
     Ok(Duration::from_secs(secs))
+}
+
+/// `<n>ms` or `<n>s`, between 1 millisecond and 60 seconds.
+fn parse_millis(v: &str) -> Result<Duration, String> {
+    let v = v.trim();
+    let (digits, scale) = if let Some(d) = v.strip_suffix("ms") {
+        (d, 1)
+    } else if let Some(d) = v.strip_suffix('s') {
+        (d, 1_000)
+    } else {
+        return Err("expected `<n>ms` or `<n>s`, e.g. `50ms`".into());
+    };
+    let n: u64 = digits.parse().map_err(|_| "expected `<n>ms` or `<n>s`, e.g. `50ms`".to_owned())?;
+    let millis = n.saturating_mul(scale);
+    if !(1..=60_000).contains(&millis) {
+        return Err("must be between 1ms and 60s".into());
+    }
+    Ok(Duration::from_millis(millis))
 }
 
 fn parse_u32(v: &str, min: u32, max: u32) -> Result<u32, String> {

@@ -4,7 +4,6 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use metering_core::store::MemoryHot;
 use metering_core::store::SqliteRecords;
 use metering_core::{Engine, GroupCommit};
 
@@ -82,8 +81,11 @@ impl AppState {
             settings.jwt_secret = Some(stored_jwt_secret(&settings.data_dir)?);
         }
         let records = SqliteRecords::open(settings.data_dir.join("metering.db"))?;
-        let engine = Engine::builder(Arc::new(records), Arc::new(MemoryHot::new()))
+        let hot = crate::hot::open(&settings).await?;
+        let failure = settings.redis.as_ref().map(|r| r.failure).unwrap_or_default();
+        let engine = Engine::builder(Arc::new(records), hot)
             .group_commit(GroupCommit::default())
+            .hot_failure(failure)
             .build()?;
         Self::with_engine(engine, settings).await
     }
@@ -222,7 +224,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_past_their_retention_are_pruned() {
-        use metering_core::store::MemoryRecords;
+        use metering_core::store::{MemoryHot, MemoryRecords};
         use metering_core::{ManualClock, PlanId, Tenant, TenantId, UsageEvent};
 
         let clock = ManualClock::at("2026-01-10T00:00:00Z");

@@ -114,6 +114,7 @@ struct Scripts {
     login_guard: Script,
     revoke_token: Script,
     count_key: Script,
+    claim: Script,
 }
 
 impl Scripts {
@@ -127,10 +128,11 @@ impl Scripts {
             login_guard: Script::from_lua(include_str!("redis/login_guard.lua")),
             revoke_token: Script::from_lua(include_str!("redis/revoke_token.lua")),
             count_key: Script::from_lua(include_str!("redis/count_key.lua")),
+            claim: Script::from_lua(include_str!("redis/claim.lua")),
         }
     }
 
-    fn all(&self) -> [&Script; 8] {
+    fn all(&self) -> [&Script; 9] {
         [
             &self.admit,
             &self.revert,
@@ -140,6 +142,7 @@ impl Scripts {
             &self.login_guard,
             &self.revoke_token,
             &self.count_key,
+            &self.claim,
         ]
     }
 }
@@ -205,6 +208,19 @@ impl RedisHot {
                 self.client.evalsha(script.sha1().clone(), keys, args).await
             }
             other => other,
+        }
+    }
+
+    /// Claims `name` under the prefix for `owner` for `ttl`, or renews `owner`'s claim:
+    /// `None` when the claim is `owner`'s now, else the owner holding it. A process
+    /// claims what only one may use at a time and renews well within `ttl`.
+    pub async fn claim(&self, name: &str, owner: &str, ttl: Duration) -> Result<Option<String>, Error> {
+        let reply =
+            self.run(&self.scripts.claim, vec![self.other_key("claim", name)], vec![text(owner), millis(ttl)]).await?;
+        match reply.first().map(String::as_str) {
+            Some("mine") => Ok(None),
+            Some("held") => Ok(Some(reply.get(1).cloned().unwrap_or_default())),
+            _ => Err(corrupt("a claim")),
         }
     }
 
