@@ -23,6 +23,12 @@ use crate::store::{Admission, Admitted, HotSnapshot, HotStore, KeyCount, Lockout
 use crate::tenant::{Period, Tenant, TenantId, TenantOverrides, TenantStatus};
 use crate::writer::{Appending, GroupCommit, LedgerWriter, WriterStats};
 
+mod audited;
+mod catalog;
+mod health;
+mod sessions;
+mod usage;
+
 /// Where settling a ticket stands between handing its record on and answering.
 enum Settling {
     /// Nothing to write (a replay, or a denial over the ledger's budget): the answer.

@@ -164,10 +164,10 @@ async fn signup_creates_a_tenant_and_a_user_and_logs_in() {
     assert_eq!(refresh["typ"], "refresh");
     assert_eq!(refresh["exp"].as_u64().unwrap() - refresh["iat"].as_u64().unwrap(), 30 * 86_400);
 
-    let user = srv.state.engine().records().user(&user_id).await.unwrap().unwrap();
+    let user = srv.state.engine().user(&user_id).await.unwrap().unwrap();
     assert_eq!((user.email.as_str(), user.role), ("ada@example.com", Role::User));
     assert!(user.password_hash.starts_with("$argon2id$"));
-    let t = srv.state.engine().records().tenant(&TenantId::new(tenant).unwrap()).await.unwrap().unwrap();
+    let t = srv.state.engine().tenant(&TenantId::new(tenant).unwrap()).await.unwrap().unwrap();
     assert_eq!(t.plan.as_str(), "free");
 
     let token = s(&a.body, "access_token");
@@ -272,10 +272,7 @@ async fn signup_refuses_bad_input_with_the_field() {
     assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "unknown fields are refused: {}", a.body);
     let a = srv.post("/auth/signup", Cred::None, json!({"email": "bo@example.com"})).await;
     assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
-    assert!(
-        srv.state.engine().records().user_by_email("bo@example.com").await.unwrap().is_none(),
-        "nothing half-written"
-    );
+    assert!(srv.state.engine().user_by_email("bo@example.com").await.unwrap().is_none(), "nothing half-written");
 }
 
 #[tokio::test]
@@ -346,9 +343,9 @@ async fn an_admin_unlocks_a_tenants_users() {
     }
     assert_eq!(srv.login("ada@example.com", PASSWORD).await.status, StatusCode::LOCKED);
     let tenant_id = TenantId::new(tenant.clone()).unwrap();
-    assert_eq!(srv.state.auth().unlock_tenant_users(&tenant_id).await.unwrap(), 1);
+    assert_eq!(srv.state.auth().unlock_tenant_users(&tenant_id, "usr_admin").await.unwrap(), 1);
     assert_eq!(srv.login("ada@example.com", PASSWORD).await.status, StatusCode::OK);
-    assert_eq!(srv.state.auth().unlock_tenant_users(&tenant_id).await.unwrap(), 0);
+    assert_eq!(srv.state.auth().unlock_tenant_users(&tenant_id, "usr_admin").await.unwrap(), 0);
 
     for _ in 0..5 {
         srv.login("ada@example.com", "wrong password").await;
@@ -648,9 +645,9 @@ async fn signups_are_limited_per_client_address() {
 #[tokio::test]
 async fn admins_are_created_updated_and_bootstrapped() {
     let srv = Server::start().await;
-    let admin = srv.state.engine().records().user_by_email(ADMIN).await.unwrap().unwrap();
+    let admin = srv.state.engine().user_by_email(ADMIN).await.unwrap().unwrap();
     assert_eq!((admin.role, admin.tenant_id.as_str()), (Role::Admin, PLATFORM_TENANT));
-    let platform = srv.state.engine().records().tenant(&admin.tenant_id).await.unwrap().unwrap();
+    let platform = srv.state.engine().tenant(&admin.tenant_id).await.unwrap().unwrap();
     assert_eq!(platform.plan.as_str(), "pro");
     assert_eq!(claims(&srv.admin_token().await)["role"], "admin");
 
@@ -682,7 +679,7 @@ async fn admins_are_created_updated_and_bootstrapped() {
     let password = state.auth().ensure_admin(None).await.unwrap().expect("a generated password");
     assert!(password.len() >= 20);
     assert_eq!(state.auth().ensure_admin(None).await.unwrap(), None, "only on the first start");
-    let user = state.engine().records().user_by_email(DEFAULT_ADMIN_EMAIL).await.unwrap().unwrap();
+    let user = state.engine().user_by_email(DEFAULT_ADMIN_EMAIL).await.unwrap().unwrap();
     assert_eq!(user.role, Role::Admin);
     let a = Server { app: app(state.clone()), state, clock: ManualClock::default() }
         .login(DEFAULT_ADMIN_EMAIL, &password)
