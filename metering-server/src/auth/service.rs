@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode, header};
+use metering_core::store::KeyCount;
 use metering_core::{
     ApiKey, Engine, LockoutPolicy, PlanId, RefreshToken, Role, Tenant, TenantId, TenantStatus, Timestamp, User,
 };
@@ -18,7 +19,6 @@ use utoipa::ToSchema;
 
 use super::caller::{ActsFor, Caller, Credential};
 use super::identities::Identities;
-use super::limiter::KeyedLimiter;
 use super::normalize_email;
 use super::password::{self, PasswordCost};
 use super::token::{TokenKeys, TokenKind};
@@ -194,7 +194,7 @@ pub struct AuthService {
     refresh_ttl: Duration,
     cost: PasswordCost,
     lockout: LockoutPolicy,
-    signups: KeyedLimiter,
+    signup_limit: RateSpec,
     dummy_hash: OnceCell<String>,
     identities: Identities,
 }
@@ -280,7 +280,7 @@ impl AuthService {
             refresh_ttl: settings.refresh_token_ttl,
             cost: settings.password_cost,
             lockout: LockoutPolicy::default(),
-            signups: KeyedLimiter::new(settings.signup_limit),
+            signup_limit: settings.signup_limit,
             dummy_hash: OnceCell::new(),
             identities: Identities::new(),
         })
@@ -288,7 +288,7 @@ impl AuthService {
 
     /// The sign-up limit in force.
     pub fn signup_limit(&self) -> RateSpec {
-        self.signups.rate()
+        self.signup_limit
     }
 
     /// The token keys (to sign or check tokens directly).
@@ -299,12 +299,17 @@ impl AuthService {
     /// Creates a tenant on the requested plan and its first user; answers a token pair.
     ///
     /// `client` is the caller's address for the sign-up limit (`None`: one shared bucket).
+    /// The limit is counted in the hot store (key `signup:<address>`), so every instance
+    /// sharing it counts together.
     pub async fn signup(&self, req: SignupRequest, client: Option<IpAddr>) -> Result<SignupResponse, ApiError> {
         let now = self.engine.now();
         let bucket = client.map(|ip| ip.to_string()).unwrap_or_else(|| "unknown".to_owned());
-        if let Err(wait) = self.signups.check(&bucket, now) {
+        let RateSpec { max, per } = self.signup_limit;
+        if let KeyCount::Over { retry_after } =
+            self.engine.count_key(&format!("signup:{bucket}"), per, max.get()).await?
+        {
             return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many sign-ups, try later")
-                .with_retry_after(retry_secs(wait)));
+                .with_retry_after(retry_secs(retry_after)));
         }
         let email = normalize_email(&req.email).map_err(|m| ApiError::invalid("email", m))?;
         password::check_password(&req.password).map_err(|m| ApiError::invalid("password", m))?;
