@@ -17,11 +17,11 @@ pub trait UsageLedger: Send + Sync + 'static {
     /// earlier in the batch) is not written again and its stored twin is returned instead.
     /// The records are durable when it returns.
     ///
-    /// Atomic per key: of concurrent appends of one key exactly one inserts it. A batch is
-    /// written whole or, when it returns an error, not at all; it is not isolated: a
-    /// concurrent read may see part of a batch being appended. A crash before it returns,
-    /// or a failed write the store could not undo, may keep part of an unacknowledged
-    /// batch, each kept record whole.
+    /// Atomic per key: of concurrent appends of one key through one store, exactly one
+    /// inserts it. A batch is written whole or, when it returns an error, not at all; it
+    /// is not isolated: a concurrent read may see part of a batch being appended. A crash
+    /// before it returns, or a failed write the store could not undo, may keep part of an
+    /// unacknowledged batch, each kept record whole.
     async fn append(&self, records: Vec<LedgerRecord>) -> Result<Vec<Appended>, Error>;
     /// [`append`](Self::append) for records no caller waits on (the Tower layer's, recorded
     /// after the response): a backend may return before they would survive a power loss
