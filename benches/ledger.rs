@@ -13,7 +13,7 @@
 //! - `sqlite_file_keyed`: records whose `event_id` the caller chose, each of which the
 //!   store also keeps a key entry for (the others have engine-generated UUIDv7 ids).
 //!
-//! Each appends batches of 1, 100 and 1,000 fresh records per `RecordStore::append` (the
+//! Each appends batches of 1, 100 and 1,000 fresh records per `UsageLedger::append` (the
 //! batches group commit hands the store: 1 when idle, up to 1,024 under load). Throughput
 //! is in elements, so criterion prints recorded events per second. Only the `append`s
 //! and the closing `flush` are timed; building the records (a validated event with a UUIDv7 id and a decision

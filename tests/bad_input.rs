@@ -40,7 +40,7 @@ async fn each_bad_field_is_named_and_nothing_is_charged() {
     }
     assert_eq!(engine.balance(&acme).await.unwrap().used, 0);
     engine.flush().await.unwrap();
-    assert!(engine.records().records(&LedgerQuery::default()).await.unwrap().is_empty());
+    assert!(engine.ledger_records(&LedgerQuery::default()).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -29,7 +29,7 @@ async fn a_flood_of_denials_is_answered_but_only_sampled_into_the_ledger() {
         engine.flush().await.unwrap();
 
         let q = LedgerQuery { tenant: Some(acme.clone()), limit: 1_000, ..Default::default() };
-        let records = engine.records().records(&q).await.unwrap();
+        let records = engine.ledger_records(&q).await.unwrap();
         let charged = records.iter().filter(|r| r.counted).count();
         let denied = records.iter().filter(|r| !r.decision.allowed).count();
         assert_eq!(charged, 5, "{backend:?}: every charged call is recorded");

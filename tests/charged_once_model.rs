@@ -272,7 +272,7 @@ async fn check_ledger(engine: &Engine, model: &Model, backend: &Backend) {
     let mut q = LedgerQuery { tenant: Some(acme()), limit: LedgerQuery::MAX_LIMIT, ..Default::default() };
     let mut ids = Vec::new();
     loop {
-        let page = engine.records().records(&q).await.unwrap();
+        let page = engine.ledger_records(&q).await.unwrap();
         let Some(last) = page.last() else { break };
         q.before = Some(metering::core::LedgerCursor::after(last));
         for r in &page {

@@ -95,8 +95,7 @@ async fn suspension_and_premium_deny_before_any_counter() {
         assert_eq!(after.limits[0].remaining, 9, "{backend:?}: the denials took no place");
 
         engine.flush().await.unwrap();
-        let records =
-            engine.records().records(&LedgerQuery { tenant: Some(acme), ..Default::default() }).await.unwrap();
+        let records = engine.ledger_records(&LedgerQuery { tenant: Some(acme), ..Default::default() }).await.unwrap();
         let reasons: Vec<_> = records.iter().map(|r| r.decision.reason).collect();
         assert_eq!(
             reasons,

@@ -25,7 +25,7 @@ async fn a_replay_is_answered_with_the_first_decision_and_charged_once() {
         assert_eq!(first, again, "{backend:?}");
         assert_eq!(engine.balance(&acme).await.unwrap().used, 5, "{backend:?}");
         let q = LedgerQuery { tenant: Some(acme), ..Default::default() };
-        assert_eq!(engine.records().records(&q).await.unwrap().len(), 1, "{backend:?}");
+        assert_eq!(engine.ledger_records(&q).await.unwrap().len(), 1, "{backend:?}");
     }
 }
 
@@ -95,7 +95,7 @@ async fn a_record_queued_after_its_answer_that_the_ledger_holds_gives_its_counts
         restarted.flush().await.unwrap();
         assert_eq!(restarted.balance(&acme).await.unwrap().used, 5, "{backend:?}: charged once");
         let q = LedgerQuery { tenant: Some(acme), ..Default::default() };
-        assert_eq!(restarted.records().records(&q).await.unwrap().len(), 1, "{backend:?}");
+        assert_eq!(restarted.ledger_records(&q).await.unwrap().len(), 1, "{backend:?}");
     }
 }
 

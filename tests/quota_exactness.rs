@@ -101,6 +101,6 @@ async fn a_batch_is_decided_in_its_order_and_one_bad_event_spoils_nothing_else()
         let ledger = engine.records().usage_totals(&tenant, TimeBasis::Event, start, end).await.unwrap();
         assert_eq!(ledger.calls, 3, "{backend:?}: the ledger agrees");
         let q = metering::core::LedgerQuery { tenant: Some(tenant.clone()), ..Default::default() };
-        assert_eq!(engine.records().records(&q).await.unwrap().len(), 5, "{backend:?}: denials recorded too");
+        assert_eq!(engine.ledger_records(&q).await.unwrap().len(), 5, "{backend:?}: denials recorded too");
     }
 }

@@ -173,7 +173,7 @@ async fn all_recorded(engine: &Engine, backend: &Backend, clock: &metering::Manu
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         engine.flush().await.unwrap();
-        let recorded = engine.records().records(&q).await.unwrap().len();
+        let recorded = engine.ledger_records(&q).await.unwrap().len();
         if recorded == 20 {
             break;
         }

@@ -22,7 +22,7 @@ fn as_built(builder: EngineBuilder) -> EngineBuilder {
 async fn records(engine: &Engine) -> Vec<metering::core::LedgerRecord> {
     let acme = TenantId::new("acme").unwrap();
     let q = LedgerQuery { tenant: Some(acme), limit: LedgerQuery::MAX_LIMIT, ..Default::default() };
-    engine.records().records(&q).await.unwrap()
+    engine.ledger_records(&q).await.unwrap()
 }
 
 async fn used(engine: &Engine) -> u64 {

@@ -100,6 +100,8 @@ macro_rules! conformance {
             concurrent_uses_of_a_refresh_token_succeed_once,
             concurrent_inserts_of_a_plan_succeed_once,
             audit_entries_page_newest_first,
+            audited_changes_are_written_with_their_entries_or_not_at_all,
+            concurrent_audited_inserts_of_a_plan_leave_one_entry,
         ] $(, $reopen)?);
     };
     (@suite $(#[$attr:meta])* $backend:ident, $open:expr, [$($check:ident),* $(,)?] $(, $reopen:expr)?) => {
@@ -143,7 +145,7 @@ mod checks {
     };
     use metering::core::plan::{Limit, Per, Plan, PlanId, PremiumAccess};
     use metering::core::pricing::PricingRule;
-    use metering::core::store::RecordStore;
+    use metering::core::store::{AuditedChange, RecordStore};
     use metering::core::tenant::{BillingAnchor, Period, Tenant, TenantId, TenantOverrides, TenantStatus};
     use metering::core::{Error, Timestamp};
 
@@ -1018,6 +1020,120 @@ mod checks {
             s.append_audit(&entry(&format!("0191-{i:04}"), 100)).await.unwrap();
         }
         assert_eq!(s.audit(None, usize::MAX).await.unwrap().len(), 1_000, "capped at 1,000");
+    }
+
+    /// An audit entry of `action` on `target`, with id `id`.
+    fn audit_entry(id: &str, action: &str, target: &str) -> AuditEntry {
+        AuditEntry {
+            id: id.into(),
+            at: t(5),
+            actor: "u-admin".into(),
+            action: action.into(),
+            target: target.into(),
+            before: None,
+            after: Some(serde_json::json!({ "by": id })),
+        }
+    }
+
+    /// The ids of the audit log, oldest first.
+    async fn audit_ids(s: &Store) -> Vec<String> {
+        let mut ids: Vec<String> = s.audit(None, 1_000).await.unwrap().into_iter().map(|e| e.id).collect();
+        ids.sort();
+        ids
+    }
+
+    /// Every audited change that is made has its entry; one that fails (refused by the
+    /// change, or by an entry id already taken) writes neither the change nor the entry.
+    pub(super) async fn audited_changes_are_written_with_their_entries_or_not_at_all(s: Store) {
+        let starter = Plan::new(PlanId::new("starter").unwrap(), 500);
+        let e = |id: &str| audit_entry(id, "test", id);
+
+        s.apply_audited(AuditedChange::InsertPlan(&starter), &e("a-01")).await.unwrap();
+        assert_eq!(s.plan(&starter.id).await.unwrap(), Some(starter.clone()));
+        let again = Plan::new(starter.id.clone(), 900);
+        let refused = s.apply_audited(AuditedChange::InsertPlan(&again), &e("a-02")).await;
+        assert!(matches!(refused, Err(Error::AlreadyExists(_))), "{refused:?}");
+        assert_eq!(s.plan(&starter.id).await.unwrap(), Some(starter.clone()));
+
+        s.apply_audited(AuditedChange::PutPlan(&again), &e("a-03")).await.unwrap();
+        assert_eq!(s.plan(&starter.id).await.unwrap(), Some(again.clone()));
+        let taken_entry = Plan::new(starter.id.clone(), 1);
+        let refused = s.apply_audited(AuditedChange::PutPlan(&taken_entry), &e("a-01")).await;
+        assert!(matches!(refused, Err(Error::AlreadyExists(_))), "an entry id taken: {refused:?}");
+        assert_eq!(s.plan(&starter.id).await.unwrap(), Some(again), "the change went with its entry");
+
+        s.insert_tenant(&tenant("acme")).await.unwrap();
+        let suspended = Tenant { status: TenantStatus::Suspended, ..tenant("acme") };
+        s.apply_audited(AuditedChange::UpdateTenant(&suspended), &e("a-04")).await.unwrap();
+        assert_eq!(s.tenant(&tid("acme")).await.unwrap(), Some(suspended));
+        let refused = s.apply_audited(AuditedChange::UpdateTenant(&tenant("ghost")), &e("a-05")).await;
+        assert!(matches!(refused, Err(Error::UnknownTenant(_))), "{refused:?}");
+        let taken_entry = Tenant { name: "Renamed".into(), ..tenant("acme") };
+        assert!(s.apply_audited(AuditedChange::UpdateTenant(&taken_entry), &e("a-04")).await.is_err());
+        assert_eq!(s.tenant(&tid("acme")).await.unwrap().unwrap().status, TenantStatus::Suspended);
+
+        let k = key("k-1", Some("acme"), "hash-1");
+        s.apply_audited(AuditedChange::InsertApiKey(&k), &e("a-06")).await.unwrap();
+        assert_eq!(s.api_key("k-1").await.unwrap(), Some(k.clone()));
+        let same_hash = key("k-2", Some("acme"), "hash-1");
+        let refused = s.apply_audited(AuditedChange::InsertApiKey(&same_hash), &e("a-07")).await;
+        assert!(matches!(refused, Err(Error::AlreadyExists(_))), "{refused:?}");
+        assert_eq!(s.api_key("k-2").await.unwrap(), None);
+        let fresh = key("k-3", Some("acme"), "hash-3");
+        assert!(s.apply_audited(AuditedChange::InsertApiKey(&fresh), &e("a-06")).await.is_err());
+        assert_eq!(s.api_key("k-3").await.unwrap(), None, "no key without its entry");
+
+        let revoke = |id| AuditedChange::RevokeApiKey { id, at: t(40) };
+        assert!(s.apply_audited(revoke("k-1"), &e("a-06")).await.is_err());
+        assert_eq!(s.api_key("k-1").await.unwrap().unwrap().revoked_at, None, "no revocation without its entry");
+        s.apply_audited(revoke("k-1"), &e("a-08")).await.unwrap();
+        assert_eq!(s.api_key("k-1").await.unwrap().unwrap().revoked_at, Some(t(40)));
+        let refused = s.apply_audited(revoke("no-such-key"), &e("a-09")).await;
+        assert!(matches!(refused, Err(Error::NotFound(_))), "{refused:?}");
+
+        let period = Period { start: t(0), end: t(1_000) };
+        let grant = Grant { tenant_id: tid("acme"), period, amount: 50, reason: "goodwill".into(), at: t(6) };
+        s.apply_audited(AuditedChange::AddGrant(&grant), &e("a-10")).await.unwrap();
+        assert!(s.apply_audited(AuditedChange::AddGrant(&grant), &e("a-10")).await.is_err());
+        assert_eq!(s.granted(&tid("acme"), t(0)).await.unwrap(), 50, "one grant: the second had no entry");
+
+        assert_eq!(
+            audit_ids(&s).await,
+            ["a-01", "a-03", "a-04", "a-06", "a-08", "a-10"],
+            "an entry for each change made"
+        );
+        let stored = s.audit(None, 1_000).await.unwrap();
+        assert!(stored.iter().all(|entry| *entry == e(&entry.id)), "entries are stored whole");
+    }
+
+    /// Of concurrent audited inserts of one plan id, exactly one succeeds, and the audit
+    /// log holds exactly its entry.
+    pub(super) async fn concurrent_audited_inserts_of_a_plan_leave_one_entry(s: Store) {
+        for round in 0..5 {
+            let tasks: Vec<_> = (0..8)
+                .map(|i| {
+                    let s = Arc::clone(&s);
+                    let plan = Plan::new(PlanId::new(format!("race-{round}")).unwrap(), 100 + i);
+                    let entry = audit_entry(&format!("r{round}-{i}"), "plan.create", plan.id.as_str());
+                    tokio::spawn(
+                        async move { s.apply_audited(AuditedChange::InsertPlan(&plan), &entry).await.map(|()| i) },
+                    )
+                })
+                .collect();
+            let mut winners = Vec::new();
+            for task in tasks {
+                match task.await.unwrap() {
+                    Ok(i) => winners.push(i),
+                    Err(e) => assert!(matches!(e, Error::AlreadyExists(_)), "{e:?}"),
+                }
+            }
+            assert_eq!(winners.len(), 1, "round {round}: exactly one insert succeeds");
+            let plan = s.plan(&PlanId::new(format!("race-{round}")).unwrap()).await.unwrap().unwrap();
+            assert_eq!(plan.monthly_credits, 100 + winners[0]);
+            let entries: Vec<String> =
+                audit_ids(&s).await.into_iter().filter(|id| id.starts_with(&format!("r{round}-"))).collect();
+            assert_eq!(entries, [format!("r{round}-{}", winners[0])], "round {round}: only the winner's entry");
+        }
     }
 
     /// Everything written before closing is there after reopening.

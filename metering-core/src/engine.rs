@@ -28,6 +28,12 @@ use crate::store::{
 use crate::tenant::{Period, Tenant, TenantId, TenantOverrides, TenantStatus};
 use crate::writer::{Appending, FailurePolicy, GroupCommit, LedgerWriter, WriterStats};
 
+mod audited;
+mod catalog;
+mod health;
+mod sessions;
+mod usage;
+
 /// Where settling a ticket stands between handing its record on and answering.
 enum Settling {
     /// Nothing to write (a replay, or a denial over the ledger's budget): the answer.
@@ -493,7 +499,7 @@ impl Engine {
     /// Queues the ticket's ledger record without waiting for it to be durable (the layer's
     /// path: the response is not held up). Records still queued when the process dies
     /// hard are lost; [`flush`](Self::flush) on shutdown writes them. The writer stores
-    /// batches of such records with [`RecordStore::append_buffered`]; when the store
+    /// batches of such records with [`append_buffered`](crate::store::UsageLedger::append_buffered); when the store
     /// fails, it keeps them and tries again, and one it cannot keep has its counts given
     /// back (see [`FailurePolicy`](crate::FailurePolicy)). A full queue makes this wait
     /// for room, so nothing is lost to a slow disk (counted in
@@ -553,7 +559,7 @@ impl Engine {
     }
 
     /// Waits until every queued ledger record is written and indexed by the record store
-    /// (see [`RecordStore::flush`]).
+    /// (see [`UsageLedger::flush`](crate::store::UsageLedger::flush)).
     pub async fn flush(&self) -> Result<(), Error> {
         if let Some(w) = &self.inner.writer {
             w.flush().await?;

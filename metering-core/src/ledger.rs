@@ -235,7 +235,7 @@ impl UsageSummary {
         }
     }
 
-    /// The groups in the order [`RecordStore::usage_summary`](crate::store::RecordStore::usage_summary)
+    /// The groups in the order [`usage_summary`](crate::store::UsageLedger::usage_summary)
     /// gives them, at most `limit` (capped at [`UsageGroup::MAX_GROUPS`]).
     pub(crate) fn finish(self, limit: usize) -> Vec<UsageGroup> {
         let mut groups: Vec<UsageGroup> = self.groups.into_values().collect();

@@ -1,7 +1,7 @@
 //! Group commit: ledger records from many callers share one transaction.
 //!
 //! Callers hand records to a bounded queue; one background task takes whatever has
-//! queued up (at most `max_batch`), appends it in one [`RecordStore::append`], and tells
+//! queued up (at most `max_batch`), appends it in one [`append`](crate::store::UsageLedger::append), and tells
 //! each waiting caller its outcome. Under load many requests share one fsync; when idle a
 //! record is written at once. A full queue makes callers wait (backpressure), never grow;
 //! each such wait is counted ([`WriterStats::queue_full_waits`]).
@@ -472,7 +472,7 @@ fn failing(waiting: usize) -> Error {
 mod tests {
     use super::*;
     use crate::ledger::sample_record;
-    use crate::store::MemoryRecords;
+    use crate::store::{MemoryRecords, UsageLedger};
 
     fn record(id: &str) -> LedgerRecord {
         sample_record("acme", id, 1)

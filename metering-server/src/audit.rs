@@ -1,4 +1,6 @@
-//! The audit log helper: every admin change is written as one [`AuditEntry`].
+//! Audit entries: every admin change is written with one [`AuditEntry`], made here and
+//! handed to the engine's `_audited` method that writes the change and the entry together
+//! (a change outside the record store, an unlock of logins, has its entry written first).
 //!
 //! Entry ids are UUIDv7 strings made from the engine's clock (never the system's) with a
 //! process-wide monotonic counter, so entries written in the same microsecond still sort
@@ -38,13 +40,10 @@ pub(crate) struct Change<'a> {
     pub(crate) after: Option<Value>,
 }
 
-/// Appends `change` to the audit log at the engine's current time.
-///
-/// The change itself has already been applied when this runs; a failure to write its entry
-/// is logged (loudly: an unaudited change) and does not turn the change into an error.
-pub(crate) async fn record(engine: &Engine, change: Change<'_>) {
+/// The entry of `change`, at the engine's current time.
+pub(crate) fn entry(engine: &Engine, change: Change<'_>) -> AuditEntry {
     let at = engine.now();
-    let entry = AuditEntry {
+    AuditEntry {
         id: entry_id(at),
         at,
         actor: change.actor.to_owned(),
@@ -52,10 +51,6 @@ pub(crate) async fn record(engine: &Engine, change: Change<'_>) {
         target: change.target.to_owned(),
         before: change.before,
         after: change.after,
-    };
-    if let Err(e) = engine.records().append_audit(&entry).await {
-        tracing::error!(error = %e, action = %entry.action, target = %entry.target, actor = %entry.actor,
-            "an admin change was applied but its audit entry could not be written");
     }
 }
 

@@ -131,7 +131,7 @@ impl AppState {
     /// the engine's clock; returns how many went.
     pub async fn prune_ledger(&self) -> Result<u64, metering_core::Error> {
         let cutoff = self.engine.now().minus(self.settings.ledger_retention);
-        let pruned = self.engine.records().prune(cutoff).await?;
+        let pruned = self.engine.prune_ledger(cutoff).await?;
         if pruned > 0 {
             tracing::info!(pruned, before = %cutoff, "ledger records past their retention deleted");
         }
@@ -141,7 +141,7 @@ impl AppState {
     /// Deletes the refresh tokens that can no longer be used (expired, used or revoked);
     /// returns how many.
     pub async fn prune_refresh_tokens(&self) -> Result<u64, metering_core::Error> {
-        let pruned = self.engine.records().prune_refresh_tokens(self.engine.now()).await?;
+        let pruned = self.engine.prune_refresh_tokens().await?;
         if pruned > 0 {
             tracing::info!(pruned, "spent refresh tokens deleted");
         }

@@ -1,5 +1,6 @@
 //! Authentication over HTTP (`app(state).oneshot(..)` on an in-memory engine with a
-//! `ManualClock`): sign-up, login and lockout, tokens, API keys, the sign-up limit.
+//! `ManualClock`): sign-up, login and lockout, tokens, API keys, the sign-up limit (one
+//! for every instance sharing the hot store).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,8 +12,11 @@ use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine as _;
 use http_body_util::BodyExt;
-use metering_core::store::{MemoryHot, MemoryRecords};
-use metering_core::{Engine, ManualClock, Role, TenantId};
+use metering_core::store::{
+    Admission, Admitted, HotSnapshot, HotStore, KeyCount, LockoutPolicy, LoginGuard, MemoryHot, MemoryRecords,
+    PeriodCredits,
+};
+use metering_core::{Engine, Error as CoreError, ManualClock, Period, Role, TenantId, Timestamp};
 use metering_server::auth::{ActsFor, DEFAULT_ADMIN_EMAIL, PLATFORM_TENANT};
 use metering_server::{AppState, Settings, app};
 use serde_json::{Value, json};
@@ -47,6 +51,24 @@ impl Server {
     }
 
     async fn with(extra: &[(&str, &str)]) -> Server {
+        let clock = ManualClock::at("2026-03-14T12:00:00Z");
+        Self::over(Arc::new(MemoryRecords::new()), Arc::new(MemoryHot::new()), clock, extra).await
+    }
+
+    /// A server over these stores: several of them over the same stores are instances of
+    /// one deployment.
+    async fn over(
+        records: Arc<MemoryRecords>,
+        hot: Arc<MemoryHot>,
+        clock: ManualClock,
+        extra: &[(&str, &str)],
+    ) -> Server {
+        let engine = Engine::builder(records, hot).clock(clock.clone()).build().unwrap();
+        Self::on(engine, clock, extra).await
+    }
+
+    /// A server over `engine`, whose clock is `clock`.
+    async fn on(engine: Engine, clock: ManualClock, extra: &[(&str, &str)]) -> Server {
         let mut vars = vec![
             ("METERING_JWT_SECRET", SECRET),
             ("METERING_ADMIN_EMAIL", ADMIN),
@@ -58,11 +80,6 @@ impl Server {
         vars.extend_from_slice(extra);
         let settings =
             Settings::from_vars(|n| vars.iter().rev().find(|(k, _)| *k == n).map(|(_, v)| v.to_string())).unwrap();
-        let clock = ManualClock::at("2026-03-14T12:00:00Z");
-        let engine = Engine::builder(Arc::new(MemoryRecords::new()), Arc::new(MemoryHot::new()))
-            .clock(clock.clone())
-            .build()
-            .unwrap();
         let state = AppState::with_engine(engine, settings).await.unwrap();
         Server { app: app(state.clone()), state, clock }
     }
@@ -164,10 +181,10 @@ async fn signup_creates_a_tenant_and_a_user_and_logs_in() {
     assert_eq!(refresh["typ"], "refresh");
     assert_eq!(refresh["exp"].as_u64().unwrap() - refresh["iat"].as_u64().unwrap(), 30 * 86_400);
 
-    let user = srv.state.engine().records().user(&user_id).await.unwrap().unwrap();
+    let user = srv.state.engine().user(&user_id).await.unwrap().unwrap();
     assert_eq!((user.email.as_str(), user.role), ("ada@example.com", Role::User));
     assert!(user.password_hash.starts_with("$argon2id$"));
-    let t = srv.state.engine().records().tenant(&TenantId::new(tenant).unwrap()).await.unwrap().unwrap();
+    let t = srv.state.engine().tenant(&TenantId::new(tenant).unwrap()).await.unwrap().unwrap();
     assert_eq!(t.plan.as_str(), "free");
 
     let token = s(&a.body, "access_token");
@@ -272,10 +289,7 @@ async fn signup_refuses_bad_input_with_the_field() {
     assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "unknown fields are refused: {}", a.body);
     let a = srv.post("/auth/signup", Cred::None, json!({"email": "bo@example.com"})).await;
     assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
-    assert!(
-        srv.state.engine().records().user_by_email("bo@example.com").await.unwrap().is_none(),
-        "nothing half-written"
-    );
+    assert!(srv.state.engine().user_by_email("bo@example.com").await.unwrap().is_none(), "nothing half-written");
 }
 
 #[tokio::test]
@@ -346,9 +360,9 @@ async fn an_admin_unlocks_a_tenants_users() {
     }
     assert_eq!(srv.login("ada@example.com", PASSWORD).await.status, StatusCode::LOCKED);
     let tenant_id = TenantId::new(tenant.clone()).unwrap();
-    assert_eq!(srv.state.auth().unlock_tenant_users(&tenant_id).await.unwrap(), 1);
+    assert_eq!(srv.state.auth().unlock_tenant_users(&tenant_id, "usr_admin").await.unwrap(), 1);
     assert_eq!(srv.login("ada@example.com", PASSWORD).await.status, StatusCode::OK);
-    assert_eq!(srv.state.auth().unlock_tenant_users(&tenant_id).await.unwrap(), 0);
+    assert_eq!(srv.state.auth().unlock_tenant_users(&tenant_id, "usr_admin").await.unwrap(), 0);
 
     for _ in 0..5 {
         srv.login("ada@example.com", "wrong password").await;
@@ -646,11 +660,101 @@ async fn signups_are_limited_per_client_address() {
 }
 
 #[tokio::test]
+async fn instances_sharing_a_hot_store_share_the_signup_limit() {
+    let (records, hot) = (Arc::new(MemoryRecords::new()), Arc::new(MemoryHot::new()));
+    let clock = ManualClock::at("2026-03-14T12:00:00Z");
+    let limit = [("METERING_SIGNUP_LIMIT", "3/hour")];
+    let one = Server::over(Arc::clone(&records), Arc::clone(&hot), clock.clone(), &limit).await;
+    let two = Server::over(records, hot, clock, &limit).await;
+    async fn signup(srv: &Server, email: &str) -> Answer {
+        let app = srv.app.clone().layer(MockConnectInfo(SocketAddr::from(([10, 0, 0, 1], 40_000))));
+        let body = json!({"email": email, "password": PASSWORD});
+        srv.call_on(app, Method::POST, "/auth/signup", Cred::None, Some(body)).await
+    }
+    assert_eq!(signup(&one, "a@example.com").await.status, StatusCode::CREATED);
+    assert_eq!(signup(&two, "b@example.com").await.status, StatusCode::CREATED);
+    assert_eq!(signup(&one, "c@example.com").await.status, StatusCode::CREATED);
+    for srv in [&two, &one] {
+        let over = signup(srv, "d@example.com").await;
+        assert_error(&over, StatusCode::TOO_MANY_REQUESTS, "rate_limited", None);
+        assert_eq!(over.headers[header::RETRY_AFTER], "3600", "the limit is one, whichever instance answers");
+    }
+    one.advance(Duration::from_secs(3600));
+    assert_eq!(signup(&two, "d@example.com").await.status, StatusCode::CREATED);
+}
+
+/// A hot store whose key counts fail (as an unreachable Redis would); the rest is memory.
+struct KeyCountsFail(MemoryHot);
+
+#[async_trait::async_trait]
+impl HotStore for KeyCountsFail {
+    async fn admit(&self, a: &Admission) -> Result<Admitted, CoreError> {
+        self.0.admit(a).await
+    }
+    async fn revert(&self, a: &Admission) -> Result<(), CoreError> {
+        self.0.revert(a).await
+    }
+    async fn forget(&self, a: &Admission) -> Result<(), CoreError> {
+        self.0.forget(a).await
+    }
+    async fn load(&self, tenant: &TenantId, snapshot: HotSnapshot) -> Result<(), CoreError> {
+        self.0.load(tenant, snapshot).await
+    }
+    async fn grant(
+        &self,
+        tenant: &TenantId,
+        period: Period,
+        allowance: u64,
+        overdraft: u64,
+        amount: i64,
+    ) -> Result<Option<i64>, CoreError> {
+        self.0.grant(tenant, period, allowance, overdraft, amount).await
+    }
+    async fn credits(&self, tenant: &TenantId, start: Timestamp) -> Result<Option<PeriodCredits>, CoreError> {
+        self.0.credits(tenant, start).await
+    }
+    async fn clear(&self) -> Result<(), CoreError> {
+        self.0.clear().await
+    }
+    async fn login_failed(&self, key: &str, now: Timestamp, policy: LockoutPolicy) -> Result<LoginGuard, CoreError> {
+        self.0.login_failed(key, now, policy).await
+    }
+    async fn login_guard(&self, key: &str, now: Timestamp, policy: LockoutPolicy) -> Result<LoginGuard, CoreError> {
+        self.0.login_guard(key, now, policy).await
+    }
+    async fn clear_login(&self, key: &str) -> Result<(), CoreError> {
+        self.0.clear_login(key).await
+    }
+    async fn revoke_token(&self, jti: &str, now: Timestamp, until: Timestamp) -> Result<(), CoreError> {
+        self.0.revoke_token(jti, now, until).await
+    }
+    async fn token_revoked(&self, jti: &str, now: Timestamp) -> Result<bool, CoreError> {
+        self.0.token_revoked(jti, now).await
+    }
+    async fn count_key(&self, _: &str, _: Timestamp, _: Duration, _: u32) -> Result<KeyCount, CoreError> {
+        Err(CoreError::Unavailable("the hot store is unreachable".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_signup_the_hot_store_cannot_count_is_refused_as_unavailable() {
+    let clock = ManualClock::at("2026-03-14T12:00:00Z");
+    let engine = Engine::builder(Arc::new(MemoryRecords::new()), Arc::new(KeyCountsFail(MemoryHot::new())))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let srv = Server::on(engine, clock, &[]).await;
+    let a = srv.post("/auth/signup", Cred::None, json!({"email": "a@example.com", "password": PASSWORD})).await;
+    assert_error(&a, StatusCode::SERVICE_UNAVAILABLE, "unavailable", None);
+    assert!(srv.state.engine().user_by_email("a@example.com").await.unwrap().is_none(), "nothing was created");
+}
+
+#[tokio::test]
 async fn admins_are_created_updated_and_bootstrapped() {
     let srv = Server::start().await;
-    let admin = srv.state.engine().records().user_by_email(ADMIN).await.unwrap().unwrap();
+    let admin = srv.state.engine().user_by_email(ADMIN).await.unwrap().unwrap();
     assert_eq!((admin.role, admin.tenant_id.as_str()), (Role::Admin, PLATFORM_TENANT));
-    let platform = srv.state.engine().records().tenant(&admin.tenant_id).await.unwrap().unwrap();
+    let platform = srv.state.engine().tenant(&admin.tenant_id).await.unwrap().unwrap();
     assert_eq!(platform.plan.as_str(), "pro");
     assert_eq!(claims(&srv.admin_token().await)["role"], "admin");
 
@@ -682,7 +786,7 @@ async fn admins_are_created_updated_and_bootstrapped() {
     let password = state.auth().ensure_admin(None).await.unwrap().expect("a generated password");
     assert!(password.len() >= 20);
     assert_eq!(state.auth().ensure_admin(None).await.unwrap(), None, "only on the first start");
-    let user = state.engine().records().user_by_email(DEFAULT_ADMIN_EMAIL).await.unwrap().unwrap();
+    let user = state.engine().user_by_email(DEFAULT_ADMIN_EMAIL).await.unwrap().unwrap();
     assert_eq!(user.role, Role::Admin);
     let a = Server { app: app(state.clone()), state, clock: ManualClock::default() }
         .login(DEFAULT_ADMIN_EMAIL, &password)

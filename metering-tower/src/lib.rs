@@ -92,7 +92,7 @@
 //! call [`Engine::flush`](metering_core::Engine::flush) on shutdown. Records still queued
 //! when the process dies hard are lost (the counters they charged are rebuilt from the
 //! ledger without them). Batches of such records are written with
-//! [`RecordStore::append_buffered`](metering_core::store::RecordStore::append_buffered):
+//! [`UsageLedger::append_buffered`](metering_core::store::UsageLedger::append_buffered):
 //! on the SQLite store, once written they survive a crash of the process, but an
 //! operating-system crash or a power loss can also lose those written since the last
 //! synced append or indexing pass. Without a writer each record is written before the

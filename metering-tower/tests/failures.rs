@@ -23,7 +23,7 @@ use common::*;
 /// The ledger's records for `acme`, read straight from the store (no flush first).
 async fn stored(engine: &Engine) -> usize {
     let query = metering_core::LedgerQuery { tenant: Some(acme()), ..Default::default() };
-    engine.records().records(&query).await.unwrap().len()
+    engine.ledger_records(&query).await.unwrap().len()
 }
 
 /// Flushes until the writer has written everything it holds.

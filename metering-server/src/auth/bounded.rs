@@ -1,4 +1,4 @@
-//! A small bounded map for per-key counters that expire (login failures, sign-ups).
+//! A small bounded map for per-key entries that expire (the cached identities).
 //!
 //! At capacity it first drops what has expired, then the oldest hundredth of the rest, so
 //! a flood of new keys costs one sweep per many inserts and never grows memory.

@@ -6,7 +6,6 @@
 mod bounded;
 mod caller;
 mod identities;
-pub mod limiter;
 pub mod password;
 mod service;
 pub mod token;

@@ -1,13 +1,14 @@
 //! [`AuthService`]: sign-up, login, tokens, API keys, admins, lockout.
 //!
-//! Handlers parse and answer; this service holds the rules and talks to the engine's
-//! record store. Every instant comes from the engine's clock.
+//! Handlers parse and answer; this service holds the rules and talks to the engine, which
+//! keeps the records. Every instant comes from the engine's clock.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode, header};
+use metering_core::store::KeyCount;
 use metering_core::{
     ApiKey, Engine, LockoutPolicy, PlanId, RefreshToken, Role, Tenant, TenantId, TenantStatus, Timestamp, User,
 };
@@ -18,12 +19,11 @@ use utoipa::ToSchema;
 
 use super::caller::{ActsFor, Caller, Credential};
 use super::identities::Identities;
-use super::limiter::KeyedLimiter;
 use super::normalize_email;
 use super::password::{self, PasswordCost};
 use super::token::{TokenKeys, TokenKind};
-use crate::ApiError;
 use crate::settings::{RateSpec, Settings};
+use crate::{ApiError, audit};
 
 /// The tenant admins belong to.
 pub const PLATFORM_TENANT: &str = "platform";
@@ -194,7 +194,7 @@ pub struct AuthService {
     refresh_ttl: Duration,
     cost: PasswordCost,
     lockout: LockoutPolicy,
-    signups: KeyedLimiter,
+    signup_limit: RateSpec,
     dummy_hash: OnceCell<String>,
     identities: Identities,
 }
@@ -280,7 +280,7 @@ impl AuthService {
             refresh_ttl: settings.refresh_token_ttl,
             cost: settings.password_cost,
             lockout: LockoutPolicy::default(),
-            signups: KeyedLimiter::new(settings.signup_limit),
+            signup_limit: settings.signup_limit,
             dummy_hash: OnceCell::new(),
             identities: Identities::new(),
         })
@@ -288,7 +288,7 @@ impl AuthService {
 
     /// The sign-up limit in force.
     pub fn signup_limit(&self) -> RateSpec {
-        self.signups.rate()
+        self.signup_limit
     }
 
     /// The token keys (to sign or check tokens directly).
@@ -299,12 +299,17 @@ impl AuthService {
     /// Creates a tenant on the requested plan and its first user; answers a token pair.
     ///
     /// `client` is the caller's address for the sign-up limit (`None`: one shared bucket).
+    /// The limit is counted in the hot store (key `signup:<address>`), so every instance
+    /// sharing it counts together.
     pub async fn signup(&self, req: SignupRequest, client: Option<IpAddr>) -> Result<SignupResponse, ApiError> {
         let now = self.engine.now();
         let bucket = client.map(|ip| ip.to_string()).unwrap_or_else(|| "unknown".to_owned());
-        if let Err(wait) = self.signups.check(&bucket, now) {
+        let RateSpec { max, per } = self.signup_limit;
+        if let KeyCount::Over { retry_after } =
+            self.engine.count_key(&format!("signup:{bucket}"), per, max.get()).await?
+        {
             return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many sign-ups, try later")
-                .with_retry_after(retry_secs(wait)));
+                .with_retry_after(retry_secs(retry_after)));
         }
         let email = normalize_email(&req.email).map_err(|m| ApiError::invalid("email", m))?;
         password::check_password(&req.password).map_err(|m| ApiError::invalid("password", m))?;
@@ -314,11 +319,10 @@ impl AuthService {
         };
         let plan = PlanId::new(req.plan.as_deref().unwrap_or("free"))
             .map_err(|_| ApiError::invalid("plan", "not a plan id"))?;
-        let records = self.engine.records();
-        if records.plan(&plan).await?.is_none() {
+        if self.engine.plan(&plan).await?.is_none() {
             return Err(ApiError::invalid("plan", format!("unknown plan `{}`", plan.as_str())));
         }
-        if records.user_by_email(&email).await?.is_some() {
+        if self.engine.user_by_email(&email).await?.is_some() {
             return Err(email_taken());
         }
         let hash = password::hash_password(req.password, self.cost).await?;
@@ -361,7 +365,7 @@ impl AuthService {
             return Err(locked(until.since(now)));
         }
         let too_long = req.password.chars().count() > password::MAX_PASSWORD_CHARS;
-        let user = self.engine.records().user_by_email(&email).await?;
+        let user = self.engine.user_by_email(&email).await?;
         let hash = match &user {
             Some(u) if !too_long => u.password_hash.clone(),
             _ => self.dummy_hash().await?,
@@ -390,17 +394,16 @@ impl AuthService {
             return Err(invalid_token());
         }
         let claims = self.tokens.verify(&req.refresh_token, TokenKind::Refresh, now).map_err(|_| invalid_token())?;
-        let records = self.engine.records();
-        match records.consume_refresh_token(&claims.jti, now).await? {
+        match self.engine.consume_refresh_token(&claims.jti).await? {
             Some(stored) if stored.user_id == claims.sub => {}
             Some(_) => return Err(invalid_token()),
             None => {
-                let revoked = records.revoke_refresh_tokens(&claims.sub).await?;
+                let revoked = self.engine.revoke_refresh_tokens(&claims.sub).await?;
                 tracing::warn!(user = %claims.sub, revoked, "a used or revoked refresh token came back");
                 return Err(invalid_token());
             }
         }
-        let user = records.user(&claims.sub).await?.ok_or_else(invalid_token)?;
+        let user = self.engine.user(&claims.sub).await?.ok_or_else(invalid_token)?;
         self.issue_tokens(&user).await
     }
 
@@ -410,7 +413,7 @@ impl AuthService {
         if let Credential::AccessToken { jti, expires_at } = &caller.credential {
             self.engine.revoke_token(jti, *expires_at).await?;
         }
-        Ok(self.engine.records().revoke_refresh_tokens(&caller.user_id).await?)
+        Ok(self.engine.revoke_refresh_tokens(&caller.user_id).await?)
     }
 
     /// A new access and refresh token for `user`; the refresh token's id is stored.
@@ -419,8 +422,7 @@ impl AuthService {
         let access = TokenKeys::claims(TokenKind::Access, user, now, self.access_ttl);
         let refresh = TokenKeys::claims(TokenKind::Refresh, user, now, self.refresh_ttl);
         self.engine
-            .records()
-            .insert_refresh_token(&RefreshToken {
+            .store_refresh_token(&RefreshToken {
                 id: refresh.jti.clone(),
                 user_id: user.id.clone(),
                 issued_at: now,
@@ -497,7 +499,7 @@ impl AuthService {
         if let Some(user) = self.identities.user(id, now) {
             return Ok(Some(user));
         }
-        let user = self.engine.records().user(id).await?;
+        let user = self.engine.user(id).await?;
         if let Some(user) = &user {
             self.identities.put_user(user, now);
         }
@@ -510,7 +512,7 @@ impl AuthService {
         if let Some(key) = self.identities.key(hash, now) {
             return Ok(Some(key));
         }
-        let key = self.engine.records().api_key_by_hash(hash).await?;
+        let key = self.engine.api_key_by_hash(hash).await?;
         if let Some(key) = &key {
             self.identities.put_key(key, now);
         }
@@ -566,14 +568,14 @@ impl AuthService {
                 if t != caller.tenant && !caller.is_admin() {
                     return Err(ApiError::forbidden("keys can only be created for your own tenant"));
                 }
-                if self.engine.records().tenant(&t).await?.is_none() {
+                if self.engine.tenant(&t).await?.is_none() {
                     return Err(ApiError::invalid("tenant_id", format!("unknown tenant `{t}`")));
                 }
                 Some(t)
             }
         };
         if !caller.is_admin()
-            && let Some(own) = self.engine.records().tenant(&caller.tenant).await?
+            && let Some(own) = self.engine.tenant(&caller.tenant).await?
             && own.status == TenantStatus::Suspended
         {
             return Err(ApiError::new(
@@ -593,9 +595,16 @@ impl AuthService {
             created_at: self.engine.now(),
             revoked_at: None,
         };
-        self.engine.records().insert_api_key(&key).await?;
+        let info = ApiKeyInfo::from(key.clone());
+        if outside_own_tenant(caller, &key) {
+            let after = serde_json::to_value(&info).ok();
+            let change =
+                audit::Change { actor: &caller.user_id, action: "key.create", target: &key.id, before: None, after };
+            self.engine.create_api_key_audited(&key, &audit::entry(&self.engine, change)).await?;
+        } else {
+            self.engine.create_api_key(&key).await?;
+        }
         tracing::info!(key = %key.id, tenant = ?key.tenant_id, "API key created");
-        let info = ApiKeyInfo::from(key);
         Ok(CreatedApiKey { key: secret, info })
     }
 
@@ -603,14 +612,13 @@ impl AuthService {
     /// another tenant answers 403); an admin those of `query.tenant`, or, without one, every
     /// tenant's and the service keys, by id, in pages.
     pub async fn api_keys(&self, caller: &Caller, query: KeyQuery) -> Result<KeyPage, ApiError> {
-        let records = self.engine.records();
         let (mut keys, paged) = match (caller.is_admin(), query.tenant) {
             (false, Some(t)) if t != caller.tenant => {
                 return Err(ApiError::forbidden("you may only list your own tenant's keys").with_field("tenant_id"));
             }
-            (false, _) => (records.api_keys(Some(&caller.tenant)).await?, false),
-            (true, Some(t)) => (records.api_keys(Some(&t)).await?, false),
-            (true, None) => (records.active_api_keys(query.after.as_deref(), query.limit).await?, true),
+            (false, _) => (self.engine.api_keys(Some(&caller.tenant)).await?, false),
+            (true, Some(t)) => (self.engine.api_keys(Some(&t)).await?, false),
+            (true, None) => (self.engine.active_api_keys(query.after.as_deref(), query.limit).await?, true),
         };
         keys.retain(|k| k.revoked_at.is_none());
         let next_after = match keys.last() {
@@ -625,15 +633,23 @@ impl AuthService {
     /// exist), and for a key already revoked.
     pub async fn revoke_api_key(&self, caller: &Caller, id: &str) -> Result<ApiKeyInfo, ApiError> {
         let not_found = || ApiError::not_found("no such API key");
-        let key = self.engine.records().api_key(id).await?.ok_or_else(not_found)?;
+        let key = self.engine.api_key(id).await?.ok_or_else(not_found)?;
         let visible = caller.is_admin() || key.tenant_id.as_ref() == Some(&caller.tenant);
         if !visible || key.revoked_at.is_some() {
             return Err(not_found());
         }
-        self.engine.records().revoke_api_key(id, self.engine.now()).await?;
+        let info = ApiKeyInfo::from(key.clone());
+        if outside_own_tenant(caller, &key) {
+            let before = serde_json::to_value(&info).ok();
+            let after = Some(serde_json::json!({ "revoked": true }));
+            let change = audit::Change { actor: &caller.user_id, action: "key.revoke", target: id, before, after };
+            self.engine.revoke_api_key_audited(id, &audit::entry(&self.engine, change)).await?;
+        } else {
+            self.engine.revoke_api_key(id).await?;
+        }
         self.identities.forget_key(&key.key_hash);
         tracing::info!(key = %id, tenant = ?key.tenant_id, by = %caller.user_id, "API key revoked");
-        Ok(ApiKeyInfo::from(key))
+        Ok(info)
     }
 
     /// Creates the admin `email` in the platform tenant, or makes the existing user with
@@ -643,12 +659,11 @@ impl AuthService {
         password::check_password(password).map_err(|m| ApiError::invalid("password", m))?;
         let platform = self.ensure_platform_tenant().await?;
         let hash = password::hash_password(password.to_owned(), self.cost).await?;
-        let records = self.engine.records();
-        let user = match records.user_by_email(&email).await? {
+        let user = match self.engine.user_by_email(&email).await? {
             Some(mut user) => {
                 user.password_hash = hash;
                 user.role = Role::Admin;
-                records.update_user(&user).await?;
+                self.engine.update_user(&user).await?;
                 self.identities.forget_user(&user.id);
                 user
             }
@@ -661,7 +676,7 @@ impl AuthService {
                     role: Role::Admin,
                     created_at: self.engine.now(),
                 };
-                records.insert_user(&user).await?;
+                self.engine.create_user(&user).await?;
                 user
             }
         };
@@ -679,7 +694,7 @@ impl AuthService {
             return Ok(None);
         }
         let platform = TenantId::new(PLATFORM_TENANT).map_err(ApiError::internal)?;
-        let users = self.engine.records().users_of_tenant(&platform).await?;
+        let users = self.engine.users_of_tenant(&platform).await?;
         if users.iter().any(|u| u.role == Role::Admin) {
             return Ok(None);
         }
@@ -690,7 +705,7 @@ impl AuthService {
 
     async fn ensure_platform_tenant(&self) -> Result<TenantId, ApiError> {
         let id = TenantId::new(PLATFORM_TENANT).map_err(ApiError::internal)?;
-        if self.engine.records().tenant(&id).await?.is_none() {
+        if self.engine.tenant(&id).await?.is_none() {
             let plan = PlanId::new(PLATFORM_PLAN).map_err(ApiError::internal)?;
             let mut tenant = Tenant::new(id.clone(), plan, self.engine.now());
             tenant.name = "Platform".into();
@@ -704,19 +719,37 @@ impl AuthService {
 
     /// Lifts the login lock of `email`; whether it was locked.
     pub async fn unlock(&self, email: &str) -> Result<bool, ApiError> {
-        let email = normalize_email(email).unwrap_or_else(|_| email.to_owned());
-        let was_locked = self.engine.login_guard(&email, self.lockout).await?.locked_until.is_some();
+        let email = login_key(email);
+        let was_locked = self.is_locked(&email).await?;
         self.engine.clear_login(&email).await?;
         Ok(was_locked)
     }
 
-    /// Lifts the login locks of every user of `tenant`; returns how many were locked.
-    pub async fn unlock_tenant_users(&self, tenant: &TenantId) -> Result<usize, ApiError> {
-        let mut unlocked = 0;
-        for user in self.engine.records().users_of_tenant(tenant).await? {
-            unlocked += usize::from(self.unlock(&user.email).await?);
+    /// Whether the login `key` is locked now.
+    async fn is_locked(&self, key: &str) -> Result<bool, ApiError> {
+        Ok(self.engine.login_guard(key, self.lockout).await?.locked_until.is_some())
+    }
+
+    /// Lifts the login locks of every user of `tenant`, for the admin `actor`; returns how
+    /// many were locked.
+    ///
+    /// The logins live in the hot store, outside the records, so the audit entry
+    /// (`tenant.unlock`) cannot share the change's step: it is written first, and an
+    /// unlock whose entry cannot be written does not happen.
+    pub async fn unlock_tenant_users(&self, tenant: &TenantId, actor: &str) -> Result<usize, ApiError> {
+        let keys: Vec<String> =
+            self.engine.users_of_tenant(tenant).await?.iter().map(|user| login_key(&user.email)).collect();
+        let mut locked = 0;
+        for key in &keys {
+            locked += usize::from(self.is_locked(key).await?);
         }
-        Ok(unlocked)
+        let after = Some(serde_json::json!({ "unlocked": locked }));
+        let change = audit::Change { actor, action: "tenant.unlock", target: tenant.as_str(), before: None, after };
+        self.engine.append_audit(&audit::entry(&self.engine, change)).await?;
+        for key in &keys {
+            self.engine.clear_login(key).await?;
+        }
+        Ok(locked)
     }
 
     async fn dummy_hash(&self) -> Result<String, ApiError> {
@@ -725,6 +758,17 @@ impl AuthService {
             .await
             .cloned()
     }
+}
+
+/// The login-lock key of an e-mail: its normal form, or the text itself if it has none.
+fn login_key(email: &str) -> String {
+    normalize_email(email).unwrap_or_else(|_| email.to_owned())
+}
+
+/// Whether an admin's change to `key` is outside its own tenant (another tenant's key, or
+/// a service key that acts for any): such changes are audited like every other admin change.
+fn outside_own_tenant(caller: &Caller, key: &ApiKey) -> bool {
+    caller.is_admin() && key.tenant_id.as_ref() != Some(&caller.tenant)
 }
 
 fn email_taken() -> ApiError {

@@ -3,8 +3,9 @@
 //!
 //! The authorization middleware lets only admins in; every handler checks
 //! [`Caller::is_admin`] again. Every change (tenant update, credits, unlock, plan create and
-//! update) is written to the audit log with the values before and after; so are an admin's
-//! mints and revocations of API keys outside its own tenant (`routes/keys.rs`).
+//! update, storage acknowledgement) is written to the audit log with the values before and
+//! after, in the same atomic step as the change where the change is to the records; so are
+//! an admin's mints and revocations of API keys outside its own tenant (`routes/keys.rs`).
 //!
 //! The platform tenant, the admins' own, cannot be suspended: that would lock every admin
 //! out of tracking and is never what is meant.
@@ -13,8 +14,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use metering_core::{
-    Error as CoreError, GroupBy, LedgerQuery, Limit, Plan, PlanId, PremiumAccess, PricingRule, TenantId, TenantStatus,
-    Timestamp, UsageGroup,
+    Error as CoreError, GroupBy, LedgerQuery, Limit, Plan, PlanId, PremiumAccess, PricingRule, Tenant, TenantId,
+    TenantStatus, Timestamp, UsageGroup,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -122,7 +123,7 @@ async fn list_tenants(
         .after
         .map(|a| TenantId::new(a).map_err(|e| ApiError::invalid("after", e.problem.to_string())))
         .transpose()?;
-    let tenants = state.engine.records().tenants(after.as_ref(), limit).await?;
+    let tenants = state.engine.tenants(after.as_ref(), limit).await?;
     let next_after = match tenants.last() {
         Some(t) if tenants.len() >= limit => Some(t.id.as_str().to_owned()),
         _ => None,
@@ -160,7 +161,7 @@ async fn get_tenant(
 ) -> Result<Json<TenantDetail>, ApiError> {
     require_admin(&caller)?;
     let id = tenant_id(id)?;
-    let tenant = state.engine.records().tenant(&id).await?.ok_or_else(|| unknown_tenant(&id))?;
+    let tenant = state.engine.tenant(&id).await?.ok_or_else(|| unknown_tenant(&id))?;
     let balance = state.engine.balance(&id).await?;
     Ok(Json(TenantDetail { tenant: TenantBody::from(&tenant), balance: balance.into() }))
 }
@@ -233,35 +234,29 @@ async fn update_tenant(
         )
         .with_field("status"));
     }
-    let before = state.engine.records().tenant(&id).await?.ok_or_else(|| unknown_tenant(&id))?;
-    let after = state
-        .engine
-        .update_tenant(&id, |t| {
-            if let Some(plan) = plan {
-                t.plan = plan;
-            }
-            if let Some(status) = status {
-                t.status = status;
-            }
-        })
-        .await
-        .map_err(|e| match e {
-            CoreError::UnknownTenant(t) => unknown_tenant(&t),
-            other => ApiError::from(other),
-        })?;
-    let (before, after) = (TenantBody::from(&before), TenantBody::from(&after));
-    audit::record(
-        &state.engine,
-        audit::Change {
+    let change = |t: &mut Tenant| {
+        if let Some(plan) = plan {
+            t.plan = plan;
+        }
+        if let Some(status) = status {
+            t.status = status;
+        }
+    };
+    let audit = |before: &Tenant, after: &Tenant| {
+        let change = audit::Change {
             actor: &caller.user_id,
             action: "tenant.update",
             target: id.as_str(),
-            before: to_json(&before),
-            after: to_json(&after),
-        },
-    )
-    .await;
-    Ok(Json(after))
+            before: to_json(&TenantBody::from(before)),
+            after: to_json(&TenantBody::from(after)),
+        };
+        audit::entry(&state.engine, change)
+    };
+    let after = state.engine.update_tenant_audited(&id, change, audit).await.map_err(|e| match e {
+        CoreError::UnknownTenant(t) => unknown_tenant(&t),
+        other => ApiError::from(other),
+    })?;
+    Ok(Json(TenantBody::from(&after)))
 }
 
 /// A grant (positive) or claw-back (negative) of credits.
@@ -331,18 +326,17 @@ async fn grant_credits(
         CoreError::UnknownTenant(t) => unknown_tenant(&t),
         other => ApiError::from(other),
     })?;
-    let remaining = state.engine.grant(&id, change.amount, reason).await?;
-    audit::record(
-        &state.engine,
-        audit::Change {
+    let audit = |remaining: i64| {
+        let change = audit::Change {
             actor: &caller.user_id,
             action: "tenant.credits",
             target: id.as_str(),
             before: Some(serde_json::json!({ "remaining": before.remaining })),
             after: Some(serde_json::json!({ "amount": change.amount, "reason": reason, "remaining": remaining })),
-        },
-    )
-    .await;
+        };
+        audit::entry(&state.engine, change)
+    };
+    let remaining = state.engine.grant_audited(&id, change.amount, reason, audit).await?;
     Ok(Json(GrantResult { tenant_id: id.as_str().to_owned(), amount: change.amount, remaining }))
 }
 
@@ -376,19 +370,8 @@ async fn unlock_tenant(
 ) -> Result<Json<UnlockResult>, ApiError> {
     require_admin(&caller)?;
     let id = tenant_id(id)?;
-    state.engine.records().tenant(&id).await?.ok_or_else(|| unknown_tenant(&id))?;
-    let unlocked = state.auth.unlock_tenant_users(&id).await?;
-    audit::record(
-        &state.engine,
-        audit::Change {
-            actor: &caller.user_id,
-            action: "tenant.unlock",
-            target: id.as_str(),
-            before: None,
-            after: Some(serde_json::json!({ "unlocked": unlocked })),
-        },
-    )
-    .await;
+    state.engine.tenant(&id).await?.ok_or_else(|| unknown_tenant(&id))?;
+    let unlocked = state.auth.unlock_tenant_users(&id, &caller.user_id).await?;
     Ok(Json(UnlockResult { tenant_id: id.as_str().to_owned(), unlocked }))
 }
 
@@ -416,19 +399,17 @@ async fn acknowledge_damage(
     caller: Caller,
 ) -> Result<Json<DamageAcknowledged>, ApiError> {
     require_admin(&caller)?;
-    let damage = state.engine.records().damage().await?;
-    let acknowledged = state.engine.records().acknowledge_damage().await?;
-    audit::record(
-        &state.engine,
-        audit::Change {
+    let audit = |damage: &[String]| {
+        let change = audit::Change {
             actor: &caller.user_id,
             action: "storage.acknowledge",
             target: "storage",
             before: Some(serde_json::json!({ "damage": damage })),
-            after: Some(serde_json::json!({ "acknowledged": acknowledged })),
-        },
-    )
-    .await;
+            after: Some(serde_json::json!({ "acknowledged": damage.len() })),
+        };
+        audit::entry(&state.engine, change)
+    };
+    let acknowledged = state.engine.acknowledge_damage_audited(audit).await?;
     Ok(Json(DamageAcknowledged { acknowledged }))
 }
 
@@ -541,7 +522,7 @@ pub(crate) struct PlansBody {
 )]
 async fn list_plans(State(state): State<AppState>, caller: Caller) -> Result<Json<PlansBody>, ApiError> {
     require_admin(&caller)?;
-    let plans = state.engine.records().plans().await?;
+    let plans = state.engine.plans().await?;
     Ok(Json(PlansBody { plans: plans.into_iter().map(PlanBody::from).collect() }))
 }
 
@@ -567,23 +548,19 @@ async fn create_plan(
     require_admin(&caller)?;
     let id = body.id.clone().ok_or_else(|| ApiError::invalid("id", "missing field `id`"))?;
     let plan = body.into_plan(id.clone());
-    match state.engine.create_plan(&plan).await {
+    let change = audit::Change {
+        actor: &caller.user_id,
+        action: "plan.create",
+        target: id.as_str(),
+        before: None,
+        after: to_json(&plan),
+    };
+    match state.engine.create_plan_audited(&plan, &audit::entry(&state.engine, change)).await {
         Err(metering_core::Error::AlreadyExists(_)) => {
             return Err(ApiError::conflict("already_exists", format!("plan `{id}` exists already")).with_field("id"));
         }
         created => created?,
     }
-    audit::record(
-        &state.engine,
-        audit::Change {
-            actor: &caller.user_id,
-            action: "plan.create",
-            target: id.as_str(),
-            before: None,
-            after: to_json(&plan),
-        },
-    )
-    .await;
     Ok((StatusCode::CREATED, Json(plan.into())))
 }
 
@@ -613,21 +590,21 @@ async fn replace_plan(
     if body.id.as_ref().is_some_and(|b| *b != id) {
         return Err(ApiError::invalid("id", "the body's id differs from the path's"));
     }
-    let before =
-        state.engine.records().plan(&id).await?.ok_or_else(|| ApiError::not_found(format!("unknown plan `{id}`")))?;
     let plan = body.into_plan(id.clone());
-    state.engine.put_plan(&plan).await?;
-    audit::record(
-        &state.engine,
-        audit::Change {
+    let audit = |before: &Plan| {
+        let change = audit::Change {
             actor: &caller.user_id,
             action: "plan.update",
             target: id.as_str(),
-            before: to_json(&before),
+            before: to_json(before),
             after: to_json(&plan),
-        },
-    )
-    .await;
+        };
+        audit::entry(&state.engine, change)
+    };
+    state.engine.replace_plan_audited(&plan, audit).await.map_err(|e| match e {
+        CoreError::UnknownPlan(p) => ApiError::not_found(format!("unknown plan `{p}`")),
+        other => ApiError::from(other),
+    })?;
     Ok(Json(plan.into()))
 }
 
@@ -827,7 +804,7 @@ async fn audit_log(
     {
         return Err(ApiError::invalid("before", "not an audit entry id"));
     }
-    let entries = state.engine.records().audit(params.before.as_deref(), limit).await?;
+    let entries = state.engine.audit_log(params.before.as_deref(), limit).await?;
     let next_before = match entries.last() {
         Some(e) if entries.len() >= limit => Some(e.id.clone()),
         _ => None,

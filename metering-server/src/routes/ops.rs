@@ -53,9 +53,8 @@ async fn healthz() -> Json<Health> {
     (status = 503, description = "storage unreachable", body = crate::routes::track::ErrorBody)
 ))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    let records = state.engine.records();
-    records.ping().await.map_err(ApiError::unavailable)?;
-    let mut problems = records.damage().await.map_err(ApiError::unavailable)?;
+    state.engine.ping().await.map_err(ApiError::unavailable)?;
+    let mut problems = state.engine.damage().await.map_err(ApiError::unavailable)?;
     let retrying = state.engine.writer_stats().retrying;
     if retrying > 0 {
         problems.push(format!("{retrying} ledger records wait for the store to take them"));
@@ -77,7 +76,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ::metrics::counter!("metering_ledger_records_dropped_total").absolute(writer.dropped);
     ::metrics::counter!("metering_ledger_failed_batches_total").absolute(writer.failed_batches);
     ::metrics::counter!("metering_ledger_queue_full_waits_total").absolute(writer.queue_full_waits);
-    if let Ok(damage) = state.engine.records().damage().await {
+    if let Ok(damage) = state.engine.damage().await {
         ::metrics::gauge!("metering_storage_damage_unacknowledged").set(damage.len() as f64);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::render())

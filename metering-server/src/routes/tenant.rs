@@ -133,12 +133,12 @@ pub(crate) struct MeBody {
     )
 )]
 async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<MeBody>, ApiError> {
-    let records = state.engine.records();
-    let tenant = records
+    let tenant = state
+        .engine
         .tenant(&caller.tenant)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("unknown tenant `{}`", caller.tenant)))?;
-    let user = records.user(&caller.user_id).await?;
+    let user = state.engine.user(&caller.user_id).await?;
     Ok(Json(MeBody {
         user_id: caller.user_id.clone(),
         email: user.map(|u| u.email),
@@ -381,7 +381,7 @@ pub(crate) struct UsagePage {
 /// Reads one page of the ledger.
 pub(crate) async fn usage_page(state: &AppState, query: LedgerQuery) -> Result<UsagePage, ApiError> {
     let limit = query.limit;
-    let records = state.engine.records().records(&query).await?;
+    let records = state.engine.ledger_records(&query).await?;
     let next_cursor = match records.last() {
         Some(last) if records.len() >= limit => Some(encode_cursor(&LedgerCursor::after(last))),
         _ => None,
@@ -456,7 +456,7 @@ pub(crate) async fn summary(
     group_by: GroupBy,
     limit: usize,
 ) -> Result<Vec<GroupBody>, ApiError> {
-    let groups = state.engine.records().usage_summary(query, group_by, limit).await?;
+    let groups = state.engine.usage_summary(query, group_by, limit).await?;
     Ok(groups.into_iter().map(GroupBody::from).collect())
 }
 

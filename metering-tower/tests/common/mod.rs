@@ -31,7 +31,7 @@ pub(crate) async fn engine_over(records: Arc<MemoryRecords>, cfg: GroupCommit, p
     let engine =
         Engine::builder(records, Arc::new(MemoryHot::new())).clock(clock.clone()).group_commit(cfg).build().unwrap();
     engine.seed_plans().await.unwrap();
-    if engine.records().plan(&PlanId::new(plan).unwrap()).await.unwrap().is_none() {
+    if engine.plan(&PlanId::new(plan).unwrap()).await.unwrap().is_none() {
         engine.put_plan(&Plan::new(PlanId::new(plan).unwrap(), 1_000)).await.unwrap();
     }
     engine.create_tenant(&Tenant::new(acme(), PlanId::new(plan).unwrap(), engine.now())).await.unwrap();
@@ -44,7 +44,7 @@ pub(crate) fn acme() -> TenantId {
 
 pub(crate) async fn records(engine: &Engine) -> Vec<LedgerRecord> {
     engine.flush().await.unwrap();
-    engine.records().records(&LedgerQuery { tenant: Some(acme()), ..LedgerQuery::default() }).await.unwrap()
+    engine.ledger_records(&LedgerQuery { tenant: Some(acme()), ..LedgerQuery::default() }).await.unwrap()
 }
 
 pub(crate) async fn remaining(engine: &Engine) -> i64 {

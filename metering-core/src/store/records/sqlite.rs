@@ -1,7 +1,7 @@
 //! Durable records in one SQLite file: [`SqliteRecords`].
 //!
 //! ```
-//! use metering_core::store::RecordStore;
+//! use metering_core::store::Catalog;
 //! use metering_core::store::SqliteRecords;
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -39,6 +39,10 @@
 //! the audit log newest first. A refresh token is used up by one conditional `UPDATE ...
 //! RETURNING`, so two concurrent uses cannot both succeed.
 //!
+//! Each role is implemented in a module of its own: `catalog`, `usage_ledger`,
+//! `sessions`, `audited` and `health`. An audited change and its audit entry are one
+//! `IMMEDIATE` transaction on the writer connection.
+//!
 //! The schema version is SQLite's `user_version`; opening a file applies the migrations
 //! it lacks, in one transaction, and refuses a file written by a newer schema.
 //!
@@ -56,21 +60,21 @@
 //! returns, so what it wrote survives a process crash, an operating system crash and a
 //! power loss (as far as the disk honours fsync).
 //!
-//! Ledger appends take a shorter way. A [`RecordStore::append`] (one group commit) writes
-//! its records to the end of a journal segment next to the database file
+//! Ledger appends take a shorter way. An [`append`][append] (one group commit) writes its
+//! records to the end of a journal segment next to the database file
 //! (`<file>-ledger-<n>`) and `fdatasync`s it, one write and one sync for the whole batch,
-//! then returns ([`append_buffered`](RecordStore::append_buffered), for records nobody
-//! waits on, skips the sync). A SQLite transaction per group commit would instead write
-//! and sync a page per tenant in it. Once four segments of 2,048 records are full, a
-//! background thread moves them into ledger blocks, in one transaction, and deletes them;
-//! when no segment fills for a second, the same thread indexes whatever waits, the open
-//! segment's records too. Records that wait are kept in memory too (at most 16,384;
-//! appends beyond that wait for the indexer):
+//! then returns ([`append_buffered`][append_buffered], for records nobody waits on, skips
+//! the sync). A SQLite transaction per group commit would instead write and sync a page
+//! per tenant in it. Once four segments of 2,048 records are full, a background thread
+//! moves them into ledger blocks, in one transaction, and deletes them; when no segment
+//! fills for a second, the same thread indexes whatever waits, the open segment's records
+//! too. Records that wait are kept in memory too (at most 16,384; appends beyond that wait
+//! for the indexer):
 //!
 //! - duplicate keys are found among them as well as in the table;
-//! - every ledger read, [`prune`](RecordStore::prune) and [`flush`](RecordStore::flush)
-//!   first indexes what waits, so it sees every acknowledged append (without closing the
-//!   segment appends go to, so frequent reads do not multiply segment files);
+//! - every ledger read, [`prune`][prune] and [`flush`][flush] first indexes what waits,
+//!   so it sees every acknowledged append (without closing the segment appends go to, so
+//!   frequent reads do not multiply segment files);
 //! - opening the file replays the segments a crash left (a torn, unacknowledged last
 //!   frame is ignored) before anything else runs.
 //!
@@ -78,8 +82,12 @@
 //! store opened on the same file, in this process or another (an operator's command
 //! next to the server), writes blocks directly and sees the owner's appends once
 //! the owner indexes them: when a segment fills, within about a second when none does, on
-//! any of its ledger reads, or on [`flush`](RecordStore::flush), which the server runs at
-//! shutdown.
+//! any of its ledger reads, or on [`flush`][flush], which the server runs at shutdown.
+//!
+//! [append]: crate::store::UsageLedger::append
+//! [append_buffered]: crate::store::UsageLedger::append_buffered
+//! [prune]: crate::store::UsageLedger::prune
+//! [flush]: crate::store::UsageLedger::flush
 //!
 //! A commit that takes the WAL past 64 MiB also checkpoints it into the database file, so
 //! now and then one indexing pass takes noticeably longer; appends do not wait for it.
@@ -91,30 +99,27 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use rusqlite::types::Value;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
+use rusqlite::{Connection, ErrorCode, Row, TransactionBehavior, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::account::{ApiKey, RefreshToken, Role, User};
-use crate::audit::AuditEntry;
 use crate::clock::Timestamp;
 use crate::error::{Error, FieldError, FieldProblem};
-use crate::event::EventId;
-use crate::ledger::{Appended, Grant, GroupBy, LedgerQuery, LedgerRecord, TimeBasis, UsageGroup, UsageTotals};
-use crate::plan::{Plan, PlanId};
-use crate::store::RecordStore;
-use crate::tenant::{BillingAnchor, Tenant, TenantId, TenantStatus};
+use crate::ledger::{Appended, LedgerRecord};
 
+mod audited;
 mod blocks;
+mod catalog;
+mod health;
 mod journal;
 mod keys;
 mod record_codec;
 mod schema;
+mod sessions;
 #[cfg(test)]
 mod tests;
+mod usage_ledger;
 
 use schema::migrate;
 
@@ -160,34 +165,10 @@ const WAL_SIZE_LIMIT: i64 = 128 * 1024 * 1024;
 /// How long a connection waits for a lock held by another connection or process.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Rows deleted per transaction by [`RecordStore::prune_refresh_tokens`], so other
-/// writes interleave.
+/// Rows deleted per transaction by
+/// [`prune_refresh_tokens`](crate::store::Sessions::prune_refresh_tokens), so other writes
+/// interleave.
 const PRUNE_CHUNK: usize = 10_000;
-
-/// Ledger blocks pruned per transaction by [`RecordStore::prune`].
-const PRUNE_BLOCKS: usize = 256;
-
-const CONSUME_REFRESH_TOKEN: &str = "UPDATE refresh_tokens SET used_at = ?2 \
-     WHERE id = ?1 AND used_at IS NULL AND revoked = 0 AND expires_at > ?2 \
-     RETURNING id, user_id, issued_at, expires_at";
-
-const PRUNE_REFRESH_TOKENS: &str = "DELETE FROM refresh_tokens WHERE rowid IN (SELECT rowid FROM refresh_tokens \
-     WHERE expires_at <= ?1 OR used_at IS NOT NULL OR revoked = 1 LIMIT ?2)";
-
-const REVOKE_REFRESH_TOKENS: &str =
-    "UPDATE refresh_tokens SET revoked = 1 WHERE user_id = ?1 AND used_at IS NULL AND revoked = 0";
-
-const AUDIT_COLUMNS: &str = "id, at, actor, action, target, before, after";
-
-const AUDIT_PAGE: &str = "SELECT id, at, actor, action, target, before, after FROM audit \
-     ORDER BY at DESC, id DESC LIMIT ?1";
-
-const AUDIT_PAGE_BEFORE: &str = "SELECT id, at, actor, action, target, before, after FROM audit \
-     WHERE (at, id) < (?1, ?2) ORDER BY at DESC, id DESC LIMIT ?3";
-
-const TENANT_COLUMNS: &str = "id, name, plan_id, region, status, billing_anchor, overrides, created_at";
-const USER_COLUMNS: &str = "id, tenant_id, email, password_hash, role, created_at";
-const KEY_COLUMNS: &str = "id, tenant_id, name, service_name, key_hash, created_at, revoked_at, created_by";
 
 type Shared = Arc<Mutex<Connection>>;
 
@@ -470,62 +451,6 @@ fn prepare_spare(share: &JournalShare) {
     }
 }
 
-/// Inserts a tenant row; [`Error::AlreadyExists`] if its id is taken.
-fn insert_tenant_row(c: &Connection, t: &Tenant, overrides: &str) -> Result<(), Error> {
-    let inserted = c
-        .prepare_cached(&format!(
-            "INSERT INTO tenants ({TENANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING"
-        ))
-        .and_then(|mut s| s.execute(params_from_iter(tenant_values(t, overrides))))
-        .map_err(db)?;
-    if inserted == 0 {
-        return Err(Error::AlreadyExists(format!("tenant {}", t.id)));
-    }
-    Ok(())
-}
-
-/// A tenant's columns, in the order of [`TENANT_COLUMNS`] (`?1` to `?8` of its insert and
-/// update).
-fn tenant_values(t: &Tenant, overrides: &str) -> [Value; 8] {
-    [
-        Value::Text(t.id.as_str().to_owned()),
-        Value::Text(t.name.clone()),
-        Value::Text(t.plan.as_str().to_owned()),
-        t.region.clone().map_or(Value::Null, Value::Text),
-        Value::Text(status_name(t.status).to_owned()),
-        Value::Integer(u8::from(t.billing_anchor).into()),
-        Value::Text(overrides.to_owned()),
-        Value::Integer(t.created_at.as_micros()),
-    ]
-}
-
-/// Inserts a user row; [`Error::AlreadyExists`] if its id or e-mail is taken.
-fn insert_user_row(c: &Connection, u: &User) -> Result<(), Error> {
-    let inserted = c
-        .prepare_cached(&format!(
-            "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING"
-        ))
-        .and_then(|mut s| s.execute(params_from_iter(user_values(u))))
-        .map_err(db)?;
-    if inserted == 0 {
-        return Err(Error::AlreadyExists(format!("user {}", u.email)));
-    }
-    Ok(())
-}
-
-/// A user's columns, in the order of [`USER_COLUMNS`] (`?1` to `?6` of its insert and
-/// update).
-fn user_values(u: &User) -> [Value; 6] {
-    [
-        Value::Text(u.id.clone()),
-        Value::Text(u.tenant_id.as_str().to_owned()),
-        Value::Text(u.email.clone()),
-        Value::Text(u.password_hash.clone()),
-        Value::Text(u.role.as_str().to_owned()),
-        Value::Integer(u.created_at.as_micros()),
-    ]
-}
-
 /// Inserts the sealed segments' records (and, with `with_active`, the active segment's
 /// not yet indexed) into ledger blocks in one transaction, then drops them from what
 /// the journal waits for.
@@ -674,528 +599,4 @@ fn first<T>(
     let mut stmt = c.prepare_cached(sql).map_err(db)?;
     let mut rows = stmt.query(params).map_err(db)?;
     rows.next().map_err(db)?.map(decode).transpose()
-}
-
-fn status_name(s: TenantStatus) -> &'static str {
-    match s {
-        TenantStatus::Active => "active",
-        TenantStatus::Suspended => "suspended",
-    }
-}
-
-fn decode_tenant(row: &Row<'_>) -> Result<Tenant, Error> {
-    let status = match col::<String>(row, 4)?.as_str() {
-        "active" => TenantStatus::Active,
-        "suspended" => TenantStatus::Suspended,
-        _ => return Err(corrupt("tenant status")),
-    };
-    let anchor = u8::try_from(col::<i64>(row, 5)?).ok().and_then(BillingAnchor::new);
-    Ok(Tenant {
-        id: TenantId::new(col::<String>(row, 0)?).map_err(|_| corrupt("tenant id"))?,
-        name: col(row, 1)?,
-        plan: PlanId::new(col::<String>(row, 2)?).map_err(|_| corrupt("plan id"))?,
-        region: col(row, 3)?,
-        status,
-        billing_anchor: anchor.ok_or_else(|| corrupt("billing anchor"))?,
-        overrides: from_json(&col::<String>(row, 6)?, "tenant overrides")?,
-        created_at: Timestamp::from_micros(col(row, 7)?),
-    })
-}
-
-fn decode_user(row: &Row<'_>) -> Result<User, Error> {
-    let role = match col::<String>(row, 4)?.as_str() {
-        "admin" => Role::Admin,
-        "user" => Role::User,
-        _ => return Err(corrupt("user role")),
-    };
-    Ok(User {
-        id: col(row, 0)?,
-        tenant_id: TenantId::new(col::<String>(row, 1)?).map_err(|_| corrupt("tenant id"))?,
-        email: col(row, 2)?,
-        password_hash: col(row, 3)?,
-        role,
-        created_at: Timestamp::from_micros(col(row, 5)?),
-    })
-}
-
-fn decode_key(row: &Row<'_>) -> Result<ApiKey, Error> {
-    let tenant_id = col::<Option<String>>(row, 1)?.map(TenantId::new).transpose().map_err(|_| corrupt("tenant id"))?;
-    Ok(ApiKey {
-        id: col(row, 0)?,
-        tenant_id,
-        name: col(row, 2)?,
-        service_name: col(row, 3)?,
-        key_hash: col(row, 4)?,
-        created_at: Timestamp::from_micros(col(row, 5)?),
-        revoked_at: col::<Option<i64>>(row, 6)?.map(Timestamp::from_micros),
-        created_by: col(row, 7)?,
-    })
-}
-
-fn decode_plan(row: &Row<'_>) -> Result<Plan, Error> {
-    from_json(&col::<String>(row, 0)?, "plan")
-}
-
-fn decode_refresh_token(row: &Row<'_>) -> Result<RefreshToken, Error> {
-    Ok(RefreshToken {
-        id: col(row, 0)?,
-        user_id: col(row, 1)?,
-        issued_at: Timestamp::from_micros(col(row, 2)?),
-        expires_at: Timestamp::from_micros(col(row, 3)?),
-    })
-}
-
-/// Decodes a row selected with [`AUDIT_COLUMNS`].
-fn decode_audit(row: &Row<'_>) -> Result<AuditEntry, Error> {
-    let json = |i| col::<Option<String>>(row, i)?.map(|text| from_json(&text, "audit value")).transpose();
-    Ok(AuditEntry {
-        id: col(row, 0)?,
-        at: Timestamp::from_micros(col(row, 1)?),
-        actor: col(row, 2)?,
-        action: col(row, 3)?,
-        target: col(row, 4)?,
-        before: json(5)?,
-        after: json(6)?,
-    })
-}
-
-#[async_trait]
-impl RecordStore for SqliteRecords {
-    async fn insert_plan(&self, plan: &Plan) -> Result<(), Error> {
-        let (id, body) = (plan.id.as_str().to_owned(), to_json(plan, "plan")?);
-        self.write(move |c| {
-            let inserted = c
-                .prepare_cached("INSERT INTO plans (id, body) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING")
-                .and_then(|mut s| s.execute(params![id, body]))
-                .map_err(db)?;
-            if inserted == 0 {
-                return Err(Error::AlreadyExists(format!("plan {id}")));
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn put_plan(&self, plan: &Plan) -> Result<(), Error> {
-        let (id, body) = (plan.id.as_str().to_owned(), to_json(plan, "plan")?);
-        self.write(move |c| {
-            c.prepare_cached(
-                "INSERT INTO plans (id, body) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET body = excluded.body",
-            )
-            .and_then(|mut s| s.execute(params![id, body]))
-            .map_err(db)
-            .map(drop)
-        })
-        .await
-    }
-
-    async fn plan(&self, id: &PlanId) -> Result<Option<Plan>, Error> {
-        let id = id.as_str().to_owned();
-        self.read(move |c| first(c, "SELECT body FROM plans WHERE id = ?1", [id], decode_plan)).await
-    }
-
-    async fn plans(&self) -> Result<Vec<Plan>, Error> {
-        self.read(|c| all(c, "SELECT body FROM plans ORDER BY id", [], decode_plan)).await
-    }
-
-    async fn insert_tenant(&self, tenant: &Tenant) -> Result<(), Error> {
-        let t = tenant.clone();
-        let overrides = to_json(&t.overrides, "tenant overrides")?;
-        self.write(move |c| insert_tenant_row(c, &t, &overrides)).await
-    }
-
-    async fn insert_account(&self, tenant: &Tenant, user: &User) -> Result<(), Error> {
-        let (t, u) = (tenant.clone(), user.clone());
-        let overrides = to_json(&t.overrides, "tenant overrides")?;
-        self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-            insert_tenant_row(&tx, &t, &overrides)?;
-            insert_user_row(&tx, &u)?;
-            tx.commit().map_err(db)
-        })
-        .await
-    }
-
-    async fn update_tenant(&self, tenant: &Tenant) -> Result<(), Error> {
-        let t = tenant.clone();
-        let overrides = to_json(&t.overrides, "tenant overrides")?;
-        self.write(move |c| {
-            let updated = c
-                .prepare_cached(
-                    "UPDATE tenants SET name = ?2, plan_id = ?3, region = ?4, status = ?5, billing_anchor = ?6, \
-                     overrides = ?7, created_at = ?8 WHERE id = ?1",
-                )
-                .and_then(|mut s| s.execute(params_from_iter(tenant_values(&t, &overrides))))
-                .map_err(db)?;
-            if updated == 0 {
-                return Err(Error::UnknownTenant(t.id));
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, Error> {
-        let id = id.as_str().to_owned();
-        self.read(move |c| {
-            first(c, &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"), [id], decode_tenant)
-        })
-        .await
-    }
-
-    async fn tenants(&self, after: Option<&TenantId>, limit_to: usize) -> Result<Vec<Tenant>, Error> {
-        let after = after.map(|a| a.as_str().to_owned());
-        self.read(move |c| match after {
-            Some(after) => {
-                let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id > ?1 ORDER BY id LIMIT ?2");
-                all(c, &sql, params![after, limit(limit_to)], decode_tenant)
-            }
-            None => {
-                let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id LIMIT ?1");
-                all(c, &sql, [limit(limit_to)], decode_tenant)
-            }
-        })
-        .await
-    }
-
-    async fn insert_user(&self, user: &User) -> Result<(), Error> {
-        let u = user.clone();
-        self.write(move |c| insert_user_row(c, &u)).await
-    }
-
-    async fn update_user(&self, user: &User) -> Result<(), Error> {
-        let u = user.clone();
-        self.write(move |c| {
-            let updated = c
-                .prepare_cached(
-                    "UPDATE users SET tenant_id = ?2, email = ?3, password_hash = ?4, role = ?5, created_at = ?6 \
-                     WHERE id = ?1",
-                )
-                .and_then(|mut s| s.execute(params_from_iter(user_values(&u))));
-            match updated {
-                Ok(0) => Err(Error::NotFound(format!("user {}", u.id))),
-                Ok(_) => Ok(()),
-                Err(e) if is_unique_violation(&e) => Err(Error::AlreadyExists(format!("user {}", u.email))),
-                Err(e) => Err(db(e)),
-            }
-        })
-        .await
-    }
-
-    async fn user_by_email(&self, email: &str) -> Result<Option<User>, Error> {
-        let email = email.to_owned();
-        self.read(move |c| {
-            first(c, &format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?1"), [email], decode_user)
-        })
-        .await
-    }
-
-    async fn user(&self, id: &str) -> Result<Option<User>, Error> {
-        let id = id.to_owned();
-        self.read(move |c| first(c, &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"), [id], decode_user))
-            .await
-    }
-
-    async fn users_of_tenant(&self, tenant: &TenantId) -> Result<Vec<User>, Error> {
-        let tenant = tenant.as_str().to_owned();
-        self.read(move |c| {
-            let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = ?1 ORDER BY email");
-            all(c, &sql, [tenant], decode_user)
-        })
-        .await
-    }
-
-    async fn insert_refresh_token(&self, token: &RefreshToken) -> Result<(), Error> {
-        let t = token.clone();
-        self.write(move |c| {
-            let inserted = c
-                .prepare_cached(
-                    "INSERT INTO refresh_tokens (id, user_id, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![t.id, t.user_id, t.issued_at.as_micros(), t.expires_at.as_micros()])
-                })
-                .map_err(db)?;
-            if inserted == 0 {
-                return Err(Error::AlreadyExists(format!("refresh token {}", t.id)));
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn consume_refresh_token(&self, id: &str, now: Timestamp) -> Result<Option<RefreshToken>, Error> {
-        let id = id.to_owned();
-        self.write(move |c| first(c, CONSUME_REFRESH_TOKEN, params![id, now.as_micros()], decode_refresh_token)).await
-    }
-
-    async fn revoke_refresh_tokens(&self, user_id: &str) -> Result<u64, Error> {
-        let user_id = user_id.to_owned();
-        self.write(move |c| {
-            c.prepare_cached(REVOKE_REFRESH_TOKENS).and_then(|mut s| s.execute([user_id])).map_err(db).map(|n| n as u64)
-        })
-        .await
-    }
-
-    async fn prune_refresh_tokens(&self, now: Timestamp) -> Result<u64, Error> {
-        self.delete_in_chunks(PRUNE_REFRESH_TOKENS, now).await
-    }
-
-    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), Error> {
-        let e = entry.clone();
-        let before = e.before.as_ref().map(|v| to_json(v, "audit value")).transpose()?;
-        let after = e.after.as_ref().map(|v| to_json(v, "audit value")).transpose()?;
-        self.write(move |c| {
-            let inserted = c
-                .prepare_cached(&format!(
-                    "INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING"
-                ))
-                .and_then(|mut s| {
-                    s.execute(params![e.id, e.at.as_micros(), e.actor, e.action, e.target, before, after])
-                })
-                .map_err(db)?;
-            if inserted == 0 {
-                return Err(Error::AlreadyExists(format!("audit entry {}", e.id)));
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn audit(&self, before: Option<&str>, limit_to: usize) -> Result<Vec<AuditEntry>, Error> {
-        let before = before.map(str::to_owned);
-        let n = limit(limit_to.min(LedgerQuery::MAX_LIMIT));
-        self.read(move |c| match before {
-            Some(id) => {
-                // An unknown cursor gives an empty page.
-                let at = c
-                    .prepare_cached("SELECT at FROM audit WHERE id = ?1")
-                    .and_then(|mut s| s.query_row([&id], |row| row.get::<_, i64>(0)).optional())
-                    .map_err(db)?;
-                match at {
-                    Some(at) => all(c, AUDIT_PAGE_BEFORE, params![at, id, n], decode_audit),
-                    None => Ok(Vec::new()),
-                }
-            }
-            None => all(c, AUDIT_PAGE, [n], decode_audit),
-        })
-        .await
-    }
-
-    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), Error> {
-        let k = key.clone();
-        self.write(move |c| {
-            let inserted = c
-                .prepare_cached(&format!(
-                    "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING"
-                ))
-                .and_then(|mut s| {
-                    s.execute(params![
-                        k.id,
-                        k.tenant_id.as_ref().map(TenantId::as_str),
-                        k.name,
-                        k.service_name,
-                        k.key_hash,
-                        k.created_at.as_micros(),
-                        k.revoked_at.map(Timestamp::as_micros),
-                        k.created_by,
-                    ])
-                })
-                .map_err(db)?;
-            if inserted == 0 {
-                return Err(Error::AlreadyExists(format!("api key {}", k.id)));
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, Error> {
-        let hash = key_hash.to_owned();
-        self.read(move |c| {
-            first(c, &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?1"), [hash], decode_key)
-        })
-        .await
-    }
-
-    async fn api_keys(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiKey>, Error> {
-        let tenant = tenant.map(|t| t.as_str().to_owned());
-        self.read(move |c| {
-            all(
-                c,
-                &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id IS ?1 ORDER BY id"),
-                [tenant],
-                decode_key,
-            )
-        })
-        .await
-    }
-
-    async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<bool, Error> {
-        let id = id.to_owned();
-        self.write(move |c| {
-            c.prepare_cached("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![id, at.as_micros()]))
-                .map_err(db)
-                .map(|n| n > 0)
-        })
-        .await
-    }
-
-    async fn api_key(&self, id: &str) -> Result<Option<ApiKey>, Error> {
-        let id = id.to_owned();
-        self.read(move |c| first(c, &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"), [id], decode_key))
-            .await
-    }
-
-    async fn active_api_keys(&self, after: Option<&str>, limit_to: usize) -> Result<Vec<ApiKey>, Error> {
-        // Every id sorts after the empty text.
-        let after = after.unwrap_or_default().to_owned();
-        let limit_to = limit(limit_to.min(LedgerQuery::MAX_LIMIT));
-        self.read(move |c| {
-            let sql =
-                format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id > ?1 AND revoked_at IS NULL ORDER BY id LIMIT ?2");
-            all(c, &sql, params![after, limit_to], decode_key)
-        })
-        .await
-    }
-
-    async fn append(&self, records: Vec<LedgerRecord>) -> Result<Vec<Appended>, Error> {
-        self.append_records(records, true).await
-    }
-
-    /// Writes to the journal without syncing it: the records survive a crash of the
-    /// process, and reach the disk with the next synced append or their indexing.
-    async fn append_buffered(&self, records: Vec<LedgerRecord>) -> Result<Vec<Appended>, Error> {
-        self.append_records(records, false).await
-    }
-
-    async fn record(&self, tenant: &TenantId, event_id: &EventId) -> Result<Option<LedgerRecord>, Error> {
-        let key = (tenant.clone(), event_id.clone());
-        // The records waiting in the journal first, then the blocks, without indexing
-        // what waits: a retry checked here must not cut the open segment into small blocks.
-        if let Some(found) = self.journal.as_ref().and_then(|share| share.journal.lock().waiting_record(&key)) {
-            return Ok(Some(found));
-        }
-        self.read(move |c| blocks::Lookup::new(c).find(&key.0, &key.1)).await
-    }
-
-    async fn records(&self, query: &LedgerQuery) -> Result<Vec<LedgerRecord>, Error> {
-        let query = query.clone();
-        self.index_journal(true).await?;
-        self.read(move |c| blocks::list(c, &query)).await
-    }
-
-    async fn usage_totals(
-        &self,
-        tenant: &TenantId,
-        basis: TimeBasis,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<UsageTotals, Error> {
-        let tenant = tenant.clone();
-        self.index_journal(true).await?;
-        self.read(move |c| blocks::totals(c, &tenant, basis, from, to)).await
-    }
-
-    async fn usage_summary(
-        &self,
-        query: &LedgerQuery,
-        group_by: GroupBy,
-        limit_to: usize,
-    ) -> Result<Vec<UsageGroup>, Error> {
-        let query = query.clone();
-        self.index_journal(true).await?;
-        self.read(move |c| blocks::summary(c, &query, group_by, limit_to)).await
-    }
-
-    async fn prune(&self, before: Timestamp) -> Result<u64, Error> {
-        self.index_journal(true).await?;
-        let mut removed = 0;
-        loop {
-            let (n, more) = self
-                .write(move |c| {
-                    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-                    let pruned = blocks::prune(&tx, before, PRUNE_BLOCKS)?;
-                    tx.commit().map_err(db)?;
-                    Ok(pruned)
-                })
-                .await?;
-            removed += n;
-            if !more {
-                return Ok(removed);
-            }
-        }
-    }
-
-    async fn flush(&self) -> Result<(), Error> {
-        self.index_journal(true).await
-    }
-
-    async fn add_grant(&self, grant: &Grant) -> Result<(), Error> {
-        let g = grant.clone();
-        self.write(move |c| {
-            c.prepare_cached(
-                "INSERT INTO grants (tenant_id, period_start, period_end, amount, reason, at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    g.tenant_id.as_str(),
-                    g.period.start.as_micros(),
-                    g.period.end.as_micros(),
-                    g.amount,
-                    g.reason,
-                    g.at.as_micros(),
-                ])
-            })
-            .map_err(db)
-            .map(drop)
-        })
-        .await
-    }
-
-    async fn granted(&self, tenant: &TenantId, period_start: Timestamp) -> Result<i64, Error> {
-        let tenant = tenant.as_str().to_owned();
-        self.read(move |c| {
-            c.prepare_cached("SELECT COALESCE(SUM(amount), 0) FROM grants WHERE tenant_id = ?1 AND period_start = ?2")
-                .and_then(|mut s| s.query_row(params![tenant, period_start.as_micros()], |row| row.get(0)))
-                .map_err(db)
-        })
-        .await
-    }
-
-    async fn ping(&self) -> Result<(), Error> {
-        if let Some(share) = &self.journal
-            && share.journal.lock().is_broken()
-        {
-            return Err(Error::Unavailable("the ledger journal failed a write; restart to recover".into()));
-        }
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db)).await
-    }
-
-    async fn damage(&self) -> Result<Vec<String>, Error> {
-        let Some(path) = self.path.clone() else { return Ok(Vec::new()) };
-        let damaged = blocking(move || journal::unacknowledged_damage(&path)).await?;
-        Ok(damaged
-            .iter()
-            .map(|segment| {
-                format!("ledger journal segment {} was damaged; the records that verified were kept", segment.display())
-            })
-            .collect())
-    }
-
-    async fn acknowledge_damage(&self) -> Result<usize, Error> {
-        let Some(path) = self.path.clone() else { return Ok(0) };
-        blocking(move || {
-            let damaged = journal::unacknowledged_damage(&path)?;
-            for segment in &damaged {
-                journal::acknowledge(segment)?;
-                tracing::warn!(segment = %segment.display(), "ledger journal: damage acknowledged by an operator");
-            }
-            Ok(damaged.len())
-        })
-        .await
-    }
 }

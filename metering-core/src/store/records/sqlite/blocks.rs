@@ -588,8 +588,8 @@ mod tests {
         use crate::event::Method;
         use crate::ledger::LedgerCursor;
         use crate::store::MemoryRecords;
-        use crate::store::RecordStore;
         use crate::store::SqliteRecords;
+        use crate::store::{RecordStore, UsageLedger};
 
         const START: i64 = 1_800_000_000;
         const HOUR: i64 = 3_600;

@@ -5,9 +5,20 @@ use std::path::PathBuf;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
+use rusqlite::params_from_iter;
+use rusqlite::types::Value;
+
+use super::catalog::USER_COLUMNS;
 use super::schema::{MIGRATIONS, SCHEMA_V1, SCHEMA_V2, SCHEMA_V3};
+use super::sessions::{AUDIT_PAGE, AUDIT_PAGE_BEFORE, REVOKE_REFRESH_TOKENS};
 use super::*;
+use crate::account::RefreshToken;
+use crate::event::EventId;
 use crate::ledger::sample_record as ledger_record;
+use crate::ledger::{LedgerQuery, TimeBasis, UsageTotals};
+use crate::plan::Plan;
+use crate::store::{Catalog, Health, Sessions, UsageLedger};
+use crate::tenant::TenantId;
 
 /// What SQLite plans for `sql`, one line per step.
 pub(super) fn query_plan(sql: &str, args: &[Value]) -> String {
