@@ -697,6 +697,9 @@ impl HotStore for KeyCountsFail {
     async fn forget(&self, a: &Admission) -> Result<(), CoreError> {
         self.0.forget(a).await
     }
+    async fn discard(&self, tenant: &TenantId) -> Result<(), CoreError> {
+        self.0.discard(tenant).await
+    }
     async fn load(&self, tenant: &TenantId, snapshot: HotSnapshot) -> Result<(), CoreError> {
         self.0.load(tenant, snapshot).await
     }

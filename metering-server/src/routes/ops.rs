@@ -47,7 +47,9 @@ async fn healthz() -> Json<Health> {
 /// The storage answers. Damage found in its files (a ledger journal segment that failed
 /// its checks with valid records after it) keeps the answer `degraded`, still 200 as the
 /// instance serves, until an admin acknowledges it (`POST /admin/storage/acknowledge`);
-/// so do ledger records that wait for a failing store, until they are written.
+/// so do ledger records that wait for a failing store, until they are written. A shared
+/// hot store (Redis) that does not answer makes it 503 when decisions fail closed, and
+/// `degraded` when they fail open.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, description = "storage reachable (`ready`, or `degraded` with its problems)", body = Health),
     (status = 503, description = "storage unreachable", body = crate::routes::track::ErrorBody)
@@ -55,6 +57,12 @@ async fn healthz() -> Json<Health> {
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     state.engine.ping().await.map_err(ApiError::unavailable)?;
     let mut problems = state.engine.damage().await.map_err(ApiError::unavailable)?;
+    if let Err(e) = state.engine.ping_hot().await {
+        match state.settings.redis.as_ref().map(|r| r.failure) {
+            Some(metering_core::FailurePolicy::Open) => problems.push(format!("hot store: {e}; admitting fail-open")),
+            _ => return Err(ApiError::unavailable(e)),
+        }
+    }
     let retrying = state.engine.writer_stats().retrying;
     if retrying > 0 {
         problems.push(format!("{retrying} ledger records wait for the store to take them"));
@@ -76,6 +84,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ::metrics::counter!("metering_ledger_records_dropped_total").absolute(writer.dropped);
     ::metrics::counter!("metering_ledger_failed_batches_total").absolute(writer.failed_batches);
     ::metrics::counter!("metering_ledger_queue_full_waits_total").absolute(writer.queue_full_waits);
+    ::metrics::counter!("metering_hot_store_errors_total").absolute(state.engine.hot_errors());
+    ::metrics::counter!("metering_fail_open_admissions_total").absolute(state.engine.fail_open_admissions());
     if let Ok(damage) = state.engine.damage().await {
         ::metrics::gauge!("metering_storage_damage_unacknowledged").set(damage.len() as f64);
     }
