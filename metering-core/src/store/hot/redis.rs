@@ -224,6 +224,22 @@ impl RedisHot {
         }
     }
 
+    /// The `EVALSHA` command of the decision on `a`, word by word, as another client
+    /// (`redis-benchmark`) would send it; the script is loaded first.
+    pub async fn benchmark_command(&self, a: &Admission) -> Result<Vec<String>, Error> {
+        self.scripts.admit.load(&self.client).await.map_err(unavailable)?;
+        let keys = [self.counters_key(&a.tenant), self.seen_key(a)];
+        let mut words = vec!["EVALSHA".to_owned(), self.scripts.admit.sha1().to_string(), keys.len().to_string()];
+        words.extend(keys.iter().map(|k| k.as_str_lossy().into_owned()));
+        for arg in admit_args(a) {
+            words.push(match arg {
+                Value::Integer(i) => i.to_string(),
+                other => other.as_string().unwrap_or_default(),
+            });
+        }
+        Ok(words)
+    }
+
     /// Deletes every key matching `pattern`, on every node.
     async fn delete_matching(&self, pattern: String) -> Result<(), Error> {
         let mut keys = Vec::new();
