@@ -64,23 +64,38 @@ pub enum StartError {
 }
 
 impl AppState {
-    /// Opens the embedded default: `<data_dir>/metering.db` and in-memory counters, with the
-    /// seeded plans; the JWT secret from the settings or the data dir; an admin ready.
+    /// Opens what a serving instance uses: `<data_dir>/metering.db` and the hot counters
+    /// (in this process, or Redis), with the seeded plans; the JWT secret from the settings
+    /// or the data dir; an admin ready. Refused while another instance serves from the
+    /// same data directory.
     pub async fn open(settings: Settings) -> Result<Self, StartError> {
-        let state = Self::open_store(settings).await?;
+        let state = Self::open_with(settings, true).await?;
         state.ensure_admin().await?;
         Ok(state)
     }
 
-    /// [`open`](Self::open) without making sure an admin exists (only the configured one is
-    /// created or updated).
-    pub async fn open_store(mut settings: Settings) -> Result<Self, StartError> {
+    /// [`open`](Self::open) for an operator's command beside a running server: no admin
+    /// made unless configured, and a data directory in use is no obstacle.
+    pub async fn open_store(settings: Settings) -> Result<Self, StartError> {
+        Self::open_with(settings, false).await
+    }
+
+    async fn open_with(mut settings: Settings, serving: bool) -> Result<Self, StartError> {
         std::fs::create_dir_all(&settings.data_dir)
             .map_err(|e| metering_core::Error::Unavailable(format!("data dir {}: {e}", settings.data_dir.display())))?;
         if settings.jwt_secret.is_none() {
             settings.jwt_secret = Some(stored_jwt_secret(&settings.data_dir)?);
         }
         let records = SqliteRecords::open(settings.data_dir.join("metering.db"))?;
+        if serving && !records.owns_journal() {
+            return Err(StartError::Settings(SettingsError {
+                name: "METERING_DATA_DIR",
+                value: settings.data_dir.display().to_string(),
+                reason: "another metering-server is running on this data directory; one instance per data \
+                         directory (they would count apart)"
+                    .into(),
+            }));
+        }
         let hot = crate::hot::open(&settings).await?;
         let failure = settings.redis.as_ref().map(|r| r.failure).unwrap_or_default();
         let engine = Engine::builder(Arc::new(records), hot)

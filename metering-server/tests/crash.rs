@@ -228,3 +228,23 @@ async fn acknowledged_events_survive_a_kill_and_are_not_charged_twice() {
     server.wait().expect("reaped");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_data_directory_is_refused_with_one_line() {
+    let dir = data_dir("second-server");
+    let mut first = start(free_port(), &dir).await;
+    let second = Command::new(env!("CARGO_BIN_EXE_metering-server"))
+        .env("METERING_LISTEN", free_port().to_string())
+        .env("METERING_DATA_DIR", &dir)
+        .env("METERING_JWT_SECRET", "a-test-secret-of-at-least-thirty-two-bytes")
+        .env("METERING_ADMIN_EMAIL", ADMIN_EMAIL)
+        .env("METERING_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .expect("run a second server");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    assert!(stderr.contains("METERING_DATA_DIR") && stderr.contains("another metering-server"), "{stderr}");
+    stop(&mut first, Stop::Term);
+    let mut again = start(free_port(), &dir).await;
+    stop(&mut again, Stop::Kill);
+}

@@ -90,6 +90,14 @@ pub struct PeriodCredits {
 }
 
 /// Derived counters, rebuildable from the ledger.
+///
+/// **A tenant's counters are present or absent together.** A store may lose them (an
+/// eviction, an expiry, a restart without persistence, a wipe), but only all at once: a
+/// piece gone while the rest stays would read as zero and hand out a fresh quota or
+/// balance. An absent tenant answers [`Admitted::Unloaded`] (and `None` from
+/// [`credits`](Self::credits) and [`grant`](Self::grant)) until [`load`](Self::load) puts
+/// back a snapshot computed from the ledger. Remembered `event_id`s may go on their own:
+/// a forgotten one meets the ledger's unique key.
 #[async_trait]
 pub trait HotStore: Send + Sync + 'static {
     /// Decides an admission atomically: replay check, windows, credits, commit.

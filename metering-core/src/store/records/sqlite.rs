@@ -262,6 +262,12 @@ impl JournalShare {
 }
 
 impl SqliteRecords {
+    /// Whether this store owns the file's ledger journal: `false` when another store,
+    /// in this process or another, opened the file first and still has it open.
+    pub fn owns_journal(&self) -> bool {
+        self.journal.is_some() || self.path.is_none()
+    }
+
     /// Opens (creating it if needed) the database file at `path`, brings its schema up to
     /// date, and opens the connections.
     ///
