@@ -218,3 +218,32 @@ async fn failing_open_admits_marks_the_records_and_the_rebuild_counts_them() {
     assert_eq!(admitted, 5, "the fail-open calls were counted by the rebuild");
     assert_eq!(engine.balance(&tenant).await.unwrap().used, 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_calls_finding_a_tenant_absent_rebuild_it_once() {
+    let clock = ManualClock::at(START);
+    let records: Arc<dyn RecordStore> = Arc::new(MemoryRecords::new());
+    let hot: Arc<dyn HotStore> = Arc::new(shared_store("rebuild-once").await);
+    let engine = engine_over(Arc::clone(&records), Arc::clone(&hot), &clock).await;
+    let tenant = tenant_on(&engine, "rebuilt-once", plan("plenty", 1_000)).await;
+    assert_eq!(hammer(std::slice::from_ref(&engine), "rebuilt-once", "first", 20, 1).await, 20);
+    assert_eq!(engine.rebuilds(), 1, "the tenant's first use");
+
+    hot.clear().await.unwrap();
+    assert_eq!(hammer(std::slice::from_ref(&engine), "rebuilt-once", "second", 200, 1).await, 200);
+    assert_eq!(engine.rebuilds(), 2, "200 calls found it absent together; one rebuilt it");
+    assert_eq!(engine.balance(&tenant).await.unwrap().used, 220);
+    hot.clear().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_flushed_from_redis_are_loaded_again() {
+    let server = RedisServer::start();
+    let clock = ManualClock::at(START);
+    let (engine, _records) = engine_on(&server, &clock).await;
+    let tenant = tenant_on(&engine, "outage", plan("ten", 10)).await;
+    assert!(timed(&engine, "before").await.0.unwrap());
+    assert_eq!(server.cli(&["script", "flush"]).trim(), "OK");
+    assert!(timed(&engine, "after").await.0.unwrap(), "NOSCRIPT answered by loading the script again");
+    assert_eq!(engine.balance(&tenant).await.unwrap().used, 2);
+}

@@ -219,6 +219,7 @@ impl EngineBuilder {
                 hot_failure: self.hot_failure,
                 stale: StaleTenants::default(),
                 fail_open_admissions: AtomicU64::new(0),
+                rebuilt: AtomicU64::new(0),
             }),
         })
     }
@@ -247,6 +248,7 @@ struct Inner {
     /// Tenants admitted fail-open, whose counters are rebuilt before their next decision.
     stale: StaleTenants,
     fail_open_admissions: AtomicU64,
+    rebuilt: AtomicU64,
 }
 
 /// The answer to a call whose `event_id` the ledger already holds in `first`: its
@@ -633,7 +635,14 @@ impl Engine {
         if let Some(w) = &self.inner.writer {
             w.flush().await?;
         }
+        self.inner.rebuilt.fetch_add(1, Ordering::Relaxed);
         self.load_counters(policy, now).await
+    }
+
+    /// Tenants' counters rebuilt from the ledger since the engine started (a tenant's
+    /// first use, and after the hot store lost them).
+    pub fn rebuilds(&self) -> u64 {
+        self.inner.rebuilt.load(Ordering::Relaxed)
     }
 
     /// Hot-store errors met by decisions since the engine started (each answered

@@ -86,6 +86,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ::metrics::counter!("metering_ledger_queue_full_waits_total").absolute(writer.queue_full_waits);
     ::metrics::counter!("metering_hot_store_errors_total").absolute(state.engine.hot_errors());
     ::metrics::counter!("metering_fail_open_admissions_total").absolute(state.engine.fail_open_admissions());
+    ::metrics::counter!("metering_hot_rebuilds_total").absolute(state.engine.rebuilds());
     if let Ok(damage) = state.engine.damage().await {
         ::metrics::gauge!("metering_storage_damage_unacknowledged").set(damage.len() as f64);
     }
