@@ -37,6 +37,7 @@
 //! is followed by the deletion of the tenant's counters and of its remembered id, which
 //! Redis runs after it, and the next decision rebuilds them from the ledger.
 
+use std::io::Write;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -196,15 +197,22 @@ impl RedisHot {
 
     /// Runs `script` by hash, loading it again if Redis lost it (a restart, a failover).
     async fn run(&self, script: &Script, keys: Vec<Key>, args: Vec<Value>) -> Result<Vec<String>, Error> {
-        self.run_raw(script, keys, args).await.map_err(unavailable)
+        let (retry_keys, retry_args) = (keys.clone(), args.clone());
+        self.run_with(script, (keys, args), || (retry_keys.clone(), retry_args.clone())).await.map_err(unavailable)
     }
 
-    async fn run_raw(&self, script: &Script, keys: Vec<Key>, args: Vec<Value>) -> Result<Vec<String>, RedisError> {
-        let result =
-            self.client.evalsha::<Vec<String>, _, _, _>(script.sha1().clone(), keys.clone(), args.clone()).await;
-        match result {
+    /// Runs `script` with `first`'s keys and arguments, and after a `NOSCRIPT` loads it and
+    /// runs it again with `again`'s (made only then, so the usual call copies nothing).
+    async fn run_with(
+        &self,
+        script: &Script,
+        (keys, args): (Vec<Key>, Vec<Value>),
+        again: impl FnOnce() -> (Vec<Key>, Vec<Value>),
+    ) -> Result<Vec<String>, RedisError> {
+        match self.client.evalsha::<Vec<String>, _, _, _>(script.sha1().clone(), keys, args).await {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
                 script.load(&self.client).await?;
+                let (keys, args) = again();
                 self.client.evalsha(script.sha1().clone(), keys, args).await
             }
             other => other,
@@ -292,6 +300,8 @@ fn micros(d: Duration) -> Value {
     int(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
+/// The field of a calendar window: `d:` or `m:` and its start (as the admit script's
+/// arguments name it too).
 fn calendar_field(per: Per, start: Timestamp) -> String {
     format!("{}:{}", if per == Per::Day { 'd' } else { 'm' }, start.as_micros())
 }
@@ -366,54 +376,90 @@ fn parse_decision(a: &Admission, s: &str) -> Result<Decision, Error> {
     })
 }
 
+/// A script's arguments written as text into one buffer, and sent as slices of it: one
+/// allocation for all of them, and no number formatted twice.
+struct Args {
+    text: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Args {
+    fn with_capacity(args: usize) -> Self {
+        Args { text: Vec::with_capacity(args * 12), ends: Vec::with_capacity(args) }
+    }
+
+    /// Appends one argument written by `write`.
+    fn push(&mut self, write: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) {
+        // Writing into a Vec cannot fail.
+        let _ = write(&mut self.text);
+        self.ends.push(self.text.len());
+    }
+
+    fn int(&mut self, v: i64) {
+        self.push(|t| write!(t, "{v}"));
+    }
+
+    fn text(&mut self, s: &str) {
+        self.push(|t| t.write_all(s.as_bytes()));
+    }
+
+    fn values(self) -> Vec<Value> {
+        let text = fred::bytes::Bytes::from(self.text);
+        let mut start = 0;
+        self.ends
+            .into_iter()
+            .map(|end| {
+                let value = Value::Bytes(text.slice(start..end));
+                start = end;
+                value
+            })
+            .collect()
+    }
+}
+
 fn admit_args(a: &Admission) -> Vec<Value> {
-    let mut args = Vec::with_capacity(13 + 6 * a.limits.len());
-    args.extend([
-        int(a.now.as_micros()),
-        int(i64::from(a.remember)),
-        text(a.fingerprint.to_string()),
-        int(a.remember_until.as_micros()),
-        millis(a.remember_until.since(a.now)),
-        int(denial_code(a.denial)),
-        int(a.allowance.min(i64::MAX as u64) as i64),
-        int(a.overdraft.min(i64::MAX as u64) as i64),
-        int(a.cost.min(i64::MAX as u64) as i64),
-        int(a.period.start.as_micros()),
-        int(a.period.start.minus(KEPT_MONTHS).as_micros()),
-        int(COUNTER_TTL.as_secs() as i64),
-        int(a.limits.len() as i64),
-    ]);
+    let mut args = Args::with_capacity(13 + 6 * a.limits.len());
+    args.int(a.now.as_micros());
+    args.int(i64::from(a.remember));
+    args.push(|t| write!(t, "{}", a.fingerprint));
+    args.int(a.remember_until.as_micros());
+    args.int(i64::try_from(a.remember_until.since(a.now).as_millis()).unwrap_or(i64::MAX).max(1));
+    args.int(denial_code(a.denial));
+    args.int(a.allowance.min(i64::MAX as u64) as i64);
+    args.int(a.overdraft.min(i64::MAX as u64) as i64);
+    args.int(a.cost.min(i64::MAX as u64) as i64);
+    args.int(a.period.start.as_micros());
+    args.int(a.period.start.minus(KEPT_MONTHS).as_micros());
+    args.int(COUNTER_TTL.as_secs() as i64);
+    args.int(a.limits.len() as i64);
     for limit in a.limits.iter() {
         if limit.per.is_calendar() {
             let (start, end) = limit.per.window_containing(a.at);
             let kept = if limit.per == Per::Day { KEPT_DAYS } else { KEPT_MONTHS };
-            args.extend([
-                text("c"),
-                text(calendar_field(limit.per, start)),
-                int(i64::from(limit.max.get())),
-                int(end.as_micros()),
-                text(limit.per.as_str()),
-                int(start.minus(kept).as_micros()),
-            ]);
+            args.text("c");
+            let kind = if limit.per == Per::Day { 'd' } else { 'm' };
+            args.push(|t| write!(t, "{kind}:{}", start.as_micros()));
+            args.int(i64::from(limit.max.get()));
+            args.int(end.as_micros());
+            args.text(limit.per.as_str());
+            args.int(start.minus(kept).as_micros());
         } else {
-            args.extend([
-                text("s"),
-                text(smooth_field(limit.per)),
-                int(i64::from(limit.max.get())),
-                int(limit.emission_interval_micros()),
-                text(limit.per.as_str()),
-                int(0),
-            ]);
+            args.text("s");
+            args.push(|t| write!(t, "s:{}", limit.per.as_str()));
+            args.int(i64::from(limit.max.get()));
+            args.int(limit.emission_interval_micros());
+            args.text(limit.per.as_str());
+            args.int(0);
         }
     }
-    args
+    args.values()
 }
 
 #[async_trait]
 impl HotStore for RedisHot {
     async fn admit(&self, a: &Admission) -> Result<Admitted, Error> {
-        let keys = vec![self.counters_key(&a.tenant), self.seen_key(a)];
-        let reply = match self.run_raw(&self.scripts.admit, keys.clone(), admit_args(a)).await {
+        let call = || (vec![self.counters_key(&a.tenant), self.seen_key(a)], admit_args(a));
+        let reply = match self.run_with(&self.scripts.admit, call(), call).await {
             Ok(reply) => reply,
             Err(e) => {
                 if *e.kind() == ErrorKind::Timeout {
@@ -421,7 +467,7 @@ impl HotStore for RedisHot {
                     // counts goes with the tenant's counters, which the next decision
                     // rebuilds from the ledger. Sent after the script on the same
                     // connection, this runs after it.
-                    let client = self.client.clone();
+                    let (client, keys) = (self.client.clone(), call().0);
                     tokio::spawn(async move { client.del::<(), _>(keys).await });
                 }
                 return Err(unavailable(e));
