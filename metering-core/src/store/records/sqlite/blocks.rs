@@ -1,8 +1,9 @@
 //! The ledger's records in SQLite, kept in blocks.
 //!
 //! A block is one row of `ledger_blocks`: up to [`BLOCK_RECORDS`] records of one tenant,
-//! ordered by event time and event id, encoded one after another in a BLOB (each a u32
-//! length, little-endian, and its [`record_codec`] payload, after a format byte), beside
+//! ordered by event time and event id, encoded one after another (each a u32 length,
+//! little-endian, and its [`record_codec`] payload) and compressed with zstd into a BLOB
+//! after a format byte ([`BLOCK_V2`]; bodies of [`BLOCK_V1`], uncompressed, still read), beside
 //! the range of their event times and of their decision times, how many there are, and
 //! the calls and credits of the counted ones. Writing a batch of records makes one block
 //! per tenant in it (more when the tenant's records span more than [`BLOCK_SPAN`]), so a
@@ -24,6 +25,7 @@
 //! Every record has an entry in the key index (see [`keys`]), written with its block, so
 //! a record is found by `(tenant, event_id)` the same way whatever made the id.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
@@ -61,8 +63,22 @@ pub(super) const BLOCK_RECORDS: usize = 1_024;
 /// The widest span of event times, and of decision times, within one block (µs): one hour.
 pub(super) const BLOCK_SPAN: i64 = 3_600_000_000;
 
-/// The first byte of a block's body.
+/// The format byte of a block body holding its records as they are (written before
+/// bodies were compressed; still read).
 const BLOCK_V1: u8 = 1;
+
+/// The format byte of a block body holding a [`BLOCK_V1`] body's records compressed with
+/// zstd (at [`BLOCK_ZSTD_LEVEL`]): a block repeats its tenant, services, endpoints and
+/// much of every id, which compression takes out.
+const BLOCK_V2: u8 = 2;
+
+/// zstd's level for block bodies: its fastest regular level, as indexing is in the write
+/// path's background and reads decompress whole blocks.
+const BLOCK_ZSTD_LEVEL: i32 = 1;
+
+/// The most bytes a block's records may take uncompressed ([`BLOCK_RECORDS`] records of
+/// the largest a valid event makes, with room to spare): a body claiming more is corrupt.
+const MAX_BLOCK_BYTES: usize = BLOCK_RECORDS * 4_096;
 
 /// Decoded blocks a [`Lookup`] keeps before it starts over.
 const LOOKUP_CACHE: usize = 64;
@@ -211,8 +227,7 @@ struct Encoded {
 impl Encoded {
     /// Encodes one tenant's records, sorted by event time and id.
     fn of(block: &[&LedgerRecord]) -> Result<Self, Error> {
-        let mut body = Vec::with_capacity(1 + block.len() * 192);
-        body.push(BLOCK_V1);
+        let mut body = Vec::with_capacity(block.len() * 192);
         let (mut min_decided, mut max_decided) = (i64::MAX, i64::MIN);
         let (mut counted, mut credits) = (0u64, 0u64);
         for r in block {
@@ -228,6 +243,10 @@ impl Encoded {
                 credits = credits.saturating_add(r.decision.credits_charged);
             }
         }
+        let compressed = compress(&body)?;
+        let mut body = Vec::with_capacity(1 + compressed.len());
+        body.push(BLOCK_V2);
+        body.extend_from_slice(&compressed);
         let (first, last) = match block {
             [first, .., last] => (first, last),
             [only] => (only, only),
@@ -246,10 +265,52 @@ impl Encoded {
     }
 }
 
+thread_local! {
+    /// Each thread's zstd contexts, made once: making one costs more than compressing a
+    /// small block.
+    static ZSTD: RefCell<Option<(zstd::bulk::Compressor<'static>, zstd::bulk::Decompressor<'static>)>> =
+        const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's zstd contexts.
+fn with_zstd<T>(
+    f: impl FnOnce(&mut zstd::bulk::Compressor<'static>, &mut zstd::bulk::Decompressor<'static>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    ZSTD.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some((zstd::bulk::Compressor::new(BLOCK_ZSTD_LEVEL)?, zstd::bulk::Decompressor::new()?));
+        }
+        match slot.as_mut() {
+            Some((c, d)) => f(c, d),
+            None => Err(std::io::Error::other("no zstd context")),
+        }
+    })
+}
+
+/// A block's records compressed.
+fn compress(records: &[u8]) -> Result<Vec<u8>, Error> {
+    with_zstd(|c, _| c.compress(records))
+        .map_err(|e| Error::Corrupt(format!("a ledger block could not be compressed: {e}")))
+}
+
+/// A block's records decompressed, refusing more than [`MAX_BLOCK_BYTES`].
+fn decompress(compressed: &[u8]) -> std::io::Result<Vec<u8>> {
+    with_zstd(|_, d| d.decompress(compressed, MAX_BLOCK_BYTES))
+}
+
 /// The records of a block's body, in their order.
 pub(super) fn decode(body: &[u8]) -> Result<Vec<LedgerRecord>, Error> {
     let corrupt = || Error::Corrupt("a stored ledger block is unreadable".into());
-    let Some((&BLOCK_V1, mut rest)) = body.split_first() else { return Err(corrupt()) };
+    let decompressed;
+    let mut rest = match body.split_first() {
+        Some((&BLOCK_V1, records)) => records,
+        Some((&BLOCK_V2, compressed)) => {
+            decompressed = decompress(compressed).map_err(|_| corrupt())?;
+            &decompressed[..]
+        }
+        _ => return Err(corrupt()),
+    };
     let mut records = Vec::new();
     while !rest.is_empty() {
         let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
@@ -574,6 +635,26 @@ mod tests {
         for damaged in [&encoded.body[..encoded.body.len() - 1], &encoded.body[1..], &[][..]] {
             assert!(matches!(decode(damaged), Err(Error::Corrupt(_))));
         }
+    }
+
+    #[test]
+    fn bodies_are_compressed_and_uncompressed_ones_of_earlier_versions_still_read() {
+        let records: Vec<_> = (0..200).map(|i| sample_record("acme", &format!("order-{i:06}"), 1)).collect();
+        let encoded = Encoded::of(&records.iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!(encoded.body[0], BLOCK_V2);
+        let mut plain = vec![BLOCK_V1];
+        for r in &records {
+            let at = plain.len();
+            plain.extend_from_slice(&[0; 4]);
+            record_codec::encode(r, &mut plain).unwrap();
+            let len = (plain.len() - at - 4) as u32;
+            plain[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        }
+        assert_eq!(decode(&plain).unwrap(), records, "a body written before compression");
+        assert!(encoded.body.len() * 4 < plain.len(), "{} bytes compressed, {} plain", encoded.body.len(), plain.len());
+        let mut bomb = vec![BLOCK_V2];
+        bomb.extend(zstd::bulk::compress(&vec![0u8; MAX_BLOCK_BYTES + 1], 1).unwrap());
+        assert!(matches!(decode(&bomb), Err(Error::Corrupt(_))), "a body claiming too much is corruption");
     }
 
     /// The block store answers every ledger read as the in-memory store does, whatever
