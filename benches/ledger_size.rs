@@ -3,7 +3,8 @@
 //! call in twenty denied) appended to a fresh SQLite file in batches of 1,000, then every
 //! file of its directory measured after the store is flushed and closed.
 //!
-//! `cargo bench --bench ledger_size` (`RECORDS=200000` for a shorter run)
+//! `cargo bench --bench ledger_size` (`RECORDS=200000` for a shorter run, `KEEP=1` to keep
+//! the files)
 
 use std::time::Instant;
 
@@ -67,13 +68,25 @@ fn main() {
         store.flush().await.unwrap();
     });
     let took = began.elapsed();
-    let bytes: u64 =
-        std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.metadata().map(|m| m.len()).unwrap_or(0)).sum();
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+        .collect();
+    files.sort();
+    for (name, len) in &files {
+        println!("  {name:<28} {len:>12} bytes  {:>6.1} per record", *len as f64 / records as f64);
+    }
+    let bytes: u64 = files.iter().map(|(_, len)| len).sum();
     println!(
         "{records} records: {bytes} bytes on disk, {:.1} bytes per record; written in {:.1} s ({:.0} records/s)",
         bytes as f64 / records as f64,
         took.as_secs_f64(),
         records as f64 / took.as_secs_f64()
     );
-    std::fs::remove_dir_all(&dir).unwrap();
+    if std::env::var_os("KEEP").is_some() {
+        println!("kept in {}", dir.display());
+    } else {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
