@@ -36,6 +36,16 @@ pub const API_KEY_PREFIX: &str = "mk_";
 /// The header carrying an API key.
 pub const API_KEY_HEADER: &str = "x-api-key";
 
+/// 400 `ambiguous_credentials`: a request carries both an `Authorization` and an
+/// `X-API-Key` header.
+fn ambiguous_credentials() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::BAD_REQUEST,
+        "ambiguous_credentials",
+        "send either `Authorization` or `X-API-Key`, not both",
+    )
+}
+
 /// The most characters of a display name.
 const MAX_NAME_CHARS: usize = 200;
 /// The longest credential looked at (longer ones are refused unread).
@@ -438,8 +448,12 @@ impl AuthService {
     }
 
     /// Who sent these headers: `None` without credentials, else the caller or 401
-    /// `unauthenticated`. `Authorization: Bearer` is looked at first, then `X-API-Key`.
+    /// `unauthenticated`; both an `Authorization` and an `X-API-Key` header answer 400
+    /// `ambiguous_credentials` (which one names the caller is not guessed).
     pub async fn authenticate(&self, headers: &HeaderMap) -> Option<Result<Caller, ApiError>> {
+        if headers.contains_key(header::AUTHORIZATION) && headers.contains_key(API_KEY_HEADER) {
+            return Some(Err(ambiguous_credentials()));
+        }
         if let Some(value) = headers.get(header::AUTHORIZATION) {
             let token = value
                 .to_str()

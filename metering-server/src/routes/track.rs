@@ -56,8 +56,9 @@ impl From<ApiError> for ErrorDetail {
     }
 }
 
-/// One call to track.
+/// One call to track. A field it does not know is refused (422 naming it).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct TrackRequest {
     /// The tenant charged; may be left out when the caller acts for exactly one tenant.
     #[schema(example = "acme")]
@@ -129,7 +130,7 @@ impl TrackRequest {
         fn required<T>(v: Option<T>, field: &'static str) -> Result<T, ApiError> {
             v.ok_or_else(|| ApiError::invalid(field, format!("missing field `{field}`")))
         }
-        Ok(TrackRequest {
+        let request = TrackRequest {
             tenant_id: take(&mut map, "tenant_id")?,
             service_name: required(take(&mut map, "service_name")?, "service_name")?,
             endpoint: required(take(&mut map, "endpoint")?, "endpoint")?,
@@ -140,7 +141,12 @@ impl TrackRequest {
             feature: take(&mut map, "feature")?,
             region: take(&mut map, "region")?,
             timestamp: take(&mut map, "timestamp")?,
-        })
+        };
+        // As for one call, a field the event does not know is refused.
+        match map.keys().next() {
+            Some(unknown) => Err(ApiError::invalid(unknown.clone(), format!("unknown field `{unknown}`"))),
+            None => Ok(request),
+        }
     }
 }
 
@@ -299,6 +305,7 @@ async fn track(
 
 /// A batch of calls to track.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct BatchRequest {
     /// 1 to 1,000 events, each as the body of `POST /api/track`.
     #[schema(value_type = Vec<TrackRequest>)]
@@ -455,6 +462,10 @@ mod tests {
             "timestamp": "yesterday"}))
         .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("timestamp"));
+        let e = TrackRequest::from_value(serde_json::json!({"service_name": "s", "endpoint": "/", "method": "GET",
+            "extra": {"a": 1}}))
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("extra"));
         let e = TrackRequest::from_value(serde_json::json!([1])).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("events"));
         let ok = TrackRequest::from_value(serde_json::json!({"service_name": "s", "endpoint": "/", "method": "GET",
