@@ -19,6 +19,7 @@
 mod audit;
 pub mod auth;
 pub mod cli;
+mod cursor;
 pub mod error;
 mod hot;
 mod metrics;

@@ -340,3 +340,36 @@ async fn a_body_shorter_than_its_length_gets_a_json_408_in_time() {
     assert_eq!(body["error"]["code"], "request_timeout", "{text}");
     assert_eq!(used(&s, &u.token).await, json!(0));
 }
+
+#[tokio::test]
+async fn cursors_are_opaque_signed_and_good_for_the_tenant_that_listed_only() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let ada = s.signup("ada@example.com", None).await;
+    let bob = s.signup("bob@example.com", None).await;
+    for i in 0..3 {
+        assert_eq!(s.track(&ada.token, &call(&format!("/e{i}"))).await.status, StatusCode::OK);
+    }
+    let first = s.http.get("/api/usage?limit=2", Some(&ada.token)).await;
+    let cursor = first.body["next_cursor"].as_str().expect("a next page").to_owned();
+    let readable: String = ada.tenant.bytes().map(|b| format!("{b:02x}")).collect();
+    assert!(cursor.starts_with("v1") && !cursor.contains(&readable), "{cursor}");
+    let next = s.http.get(&format!("/api/usage?limit=2&cursor={cursor}"), Some(&ada.token)).await;
+    assert_eq!(next.body["items"].as_array().map(Vec::len), Some(1), "{}", next.text);
+    // Another tenant, even an admin, cannot use it; an altered or forged one is refused.
+    s.http.get(&format!("/api/usage?cursor={cursor}"), Some(&bob.token)).await.assert_error(422, Some("cursor"));
+    s.http.get(&format!("/admin/usage?cursor={cursor}"), Some(&admin)).await.assert_error(422, Some("cursor"));
+    let last = cursor.chars().last().map(|c| if c == '0' { '1' } else { '0' }).unwrap_or('0');
+    let altered = format!("{}{last}", &cursor[..cursor.len() - 1]);
+    s.http.get(&format!("/api/usage?cursor={altered}"), Some(&ada.token)).await.assert_error(422, Some("cursor"));
+    let forged: String = format!("1773489600000000:{}/x", ada.tenant).bytes().map(|b| format!("{b:02x}")).collect();
+    for bad in [forged.clone(), format!("v1{forged}")] {
+        s.http.get(&format!("/api/usage?cursor={bad}"), Some(&ada.token)).await.assert_error(422, Some("cursor"));
+    }
+    // An admin's own listing gives cursors the admin can use.
+    let page = s.http.get("/admin/usage?limit=1", Some(&admin)).await;
+    let cursor = page.body["next_cursor"].as_str().expect("a next page").to_owned();
+    let next = s.http.get(&format!("/admin/usage?limit=1&cursor={cursor}"), Some(&admin)).await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.text);
+    s.http.get(&format!("/api/usage?cursor={cursor}"), Some(&ada.token)).await.assert_error(422, Some("cursor"));
+}

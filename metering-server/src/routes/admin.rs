@@ -662,8 +662,8 @@ async fn admin_usage(
         limit: params.limit,
         cursor: params.cursor,
     };
-    let query = filters.query(tenant)?;
-    Ok(Json(usage_page(&state, query).await?))
+    let query = filters.query(tenant, &state.cursors, &caller.tenant)?;
+    Ok(Json(usage_page(&state, query, &caller.tenant).await?))
 }
 
 /// The range of the stats.
