@@ -23,6 +23,7 @@ mod cursor;
 pub mod error;
 mod hot;
 mod metrics;
+mod openapi;
 pub mod rbac;
 mod routes;
 mod settings;
@@ -76,7 +77,7 @@ impl utoipa::Modify for SecuritySchemes {
 /// Every matched route passes [`rbac`]'s authorization first (401/403 before any handler
 /// runs); an unknown path answers the JSON 404.
 pub fn app(state: AppState) -> Router {
-    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::accounts::router())
         .merge(routes::keys::router())
         .merge(routes::track::router())
@@ -84,6 +85,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::admin::router())
         .merge(routes::ops::router())
         .split_for_parts();
+    openapi::declare_shared_answers(&mut api);
     router
         .merge(routes::ops::docs(api))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), rbac::authorize))

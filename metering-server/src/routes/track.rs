@@ -61,31 +61,48 @@ impl From<ApiError> for ErrorDetail {
 #[serde(deny_unknown_fields)]
 pub(crate) struct TrackRequest {
     /// The tenant charged; may be left out when the caller acts for exactly one tenant.
-    #[schema(example = "acme")]
+    #[schema(example = "acme", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:-]+$")]
     tenant_id: Option<String>,
     /// The API (service) called: 1-128 characters.
-    #[schema(example = "notes-api")]
+    #[schema(
+        example = "notes-api",
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     service_name: String,
     /// The endpoint's route template: 1-512 characters.
-    #[schema(example = "/notes/{id}")]
+    #[schema(
+        example = "/notes/{id}",
+        min_length = 1,
+        max_length = 512,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     endpoint: String,
-    /// `GET`, `POST`, `PUT`, `PATCH`, `DELETE`, `HEAD` or `OPTIONS`.
-    #[schema(example = "GET")]
+    /// `GET`, `POST`, `PUT`, `PATCH`, `DELETE`, `HEAD` or `OPTIONS`, in any case.
+    #[schema(
+        example = "GET",
+        pattern = r"^([Gg][Ee][Tt]|[Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee]|[Hh][Ee][Aa][Dd]|[Oo][Pp][Tt][Ii][Oo][Nn][Ss])$"
+    )]
     method: String,
     /// Credits (or units under a per-unit price) used: 0 to 1,000,000, default 1.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1_000_000)]
     credits_used: Option<i64>,
     /// Whether the endpoint is premium.
     #[serde(default)]
     premium: bool,
     /// Idempotency key (1-128 printable ASCII characters); a UUIDv7 when absent.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[!-~]+$")]
     event_id: Option<String>,
-    /// The feature type, for entitlement and pricing.
+    /// The feature type, for entitlement and pricing: 1 to 64 of `[A-Za-z0-9_.:-]`.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:-]+$")]
     feature: Option<String>,
-    /// The region, for pricing.
+    /// The region, for pricing: 1 to 64 of `[A-Za-z0-9_.:-]`.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:-]+$")]
     region: Option<String>,
     /// When the call happened (RFC 3339; at most 24 hours old, 5 minutes ahead); default now.
     #[serde(default)]
@@ -308,7 +325,7 @@ async fn track(
 #[serde(deny_unknown_fields)]
 pub(crate) struct BatchRequest {
     /// 1 to 1,000 events, each as the body of `POST /api/track`.
-    #[schema(value_type = Vec<TrackRequest>)]
+    #[schema(value_type = Vec<TrackRequest>, min_items = 1, max_items = 1000)]
     events: Vec<Value>,
 }
 
