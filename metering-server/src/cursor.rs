@@ -108,7 +108,8 @@ impl CursorKey {
             return Err(bad());
         }
         let hex = cursor.strip_prefix(VERSION).ok_or_else(bad)?;
-        if !hex.len().is_multiple_of(2) {
+        // Lowercase hex only, as sealed: one cursor has one spelling.
+        if !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(bad());
         }
         let bytes = (0..hex.len())
@@ -199,5 +200,18 @@ mod tests {
         for bad in ["", "v1", "v2", "zz", &readable, &format!("v1{readable}"), &cursor[..cursor.len() - 2], &too_long] {
             assert_eq!(key.open(&acme, bad).unwrap_err().field.as_deref(), Some("cursor"), "{bad}");
         }
+    }
+
+    #[test]
+    fn fuzz_cursor_decoder() {
+        let key = CursorKey::derive(b"an HS256 secret of at least thirty-two bytes");
+        let acme = TenantId::new("acme").unwrap();
+        let valid = key.seal(&acme, &position());
+        crate::fuzz::run("cursor", crate::fuzz::mutations_of(valid.clone()), |cursor| match key.open(&acme, &cursor) {
+            Ok(p) if cursor != valid || p != position() => Err(format!("an altered cursor passed: {cursor}")),
+            Ok(_) => Ok(()),
+            Err(e) if e.field.as_deref() == Some("cursor") && e.status.as_u16() == 422 => Ok(()),
+            Err(e) => Err(format!("answered {e}")),
+        });
     }
 }

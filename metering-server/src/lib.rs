@@ -21,6 +21,8 @@ pub mod auth;
 pub mod cli;
 mod cursor;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 mod hot;
 mod metrics;
 mod openapi;

@@ -425,6 +425,7 @@ mod tests {
     use super::*;
     use crate::auth::Credential;
     use metering_core::{Role, TenantId};
+    use proptest::prelude::*;
 
     fn caller(acts_for: ActsFor) -> Caller {
         Caller {
@@ -489,5 +490,59 @@ mod tests {
             "premium": true, "credits_used": 3}))
         .unwrap();
         assert!(ok.premium && ok.credits_used == Some(3));
+    }
+
+    const EVENT_KEYS: &[&str] = &[
+        "tenant_id",
+        "service_name",
+        "endpoint",
+        "method",
+        "credits_used",
+        "premium",
+        "event_id",
+        "feature",
+        "region",
+        "timestamp",
+    ];
+
+    /// An answer of the parser: a 4xx, never anything else.
+    fn client_error(e: &ApiError) -> Result<(), String> {
+        if e.status.is_client_error() { Ok(()) } else { Err(format!("answered {e}")) }
+    }
+
+    fn check_event(request: TrackRequest, caller: &Caller) -> Result<(), String> {
+        match request.into_event(caller) {
+            Ok(event) => match event.validate_at(Timestamp::from_secs(1_773_489_600), &TimeBounds::default()) {
+                Ok(_) => Ok(()),
+                Err(e) => client_error(&ApiError::from(CoreError::InvalidInput(e))),
+            },
+            Err(e) => client_error(&e),
+        }
+    }
+
+    #[test]
+    fn fuzz_track_event_parser() {
+        let own = caller(ActsFor::Tenant(TenantId::new("acme").unwrap()));
+        crate::fuzz::run("track event", crate::fuzz::json_bytes(EVENT_KEYS), |bytes| {
+            match crate::error::parse_body::<TrackRequest>(&bytes) {
+                Ok(request) => check_event(request, &own),
+                Err(e) => client_error(&e),
+            }
+        });
+    }
+
+    #[test]
+    fn fuzz_batch_parser() {
+        let service = caller(ActsFor::AnyTenant);
+        let events = prop::collection::vec(crate::fuzz::json_value(EVENT_KEYS), 0..8)
+            .prop_map(|events| serde_json::to_vec(&serde_json::json!({ "events": events })).unwrap_or_default());
+        let bytes = prop_oneof![crate::fuzz::json_bytes(&["events"]), events];
+        crate::fuzz::run("batch", bytes, |bytes| match crate::error::parse_body::<BatchRequest>(&bytes) {
+            Ok(batch) => batch.events.into_iter().try_for_each(|value| match TrackRequest::from_value(value) {
+                Ok(request) => check_event(request, &service),
+                Err(e) => client_error(&e),
+            }),
+            Err(e) => client_error(&e),
+        });
     }
 }
