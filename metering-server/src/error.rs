@@ -5,8 +5,9 @@
 //! stable `code` and, for bad input, the `field`. Internal failures answer a generic message and are logged once here,
 //! so no storage text ever reaches a client.
 
+use axum::body::Bytes;
 use axum::extract::path::ErrorKind as PathErrorKind;
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -91,6 +92,11 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
+    /// 408 `request_timeout`.
+    pub fn request_timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
+    }
+
     /// 500 `internal`: logs `detail` once and answers a generic message.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
@@ -147,10 +153,29 @@ impl From<CoreError> for ApiError {
     }
 }
 
+/// The deepest nesting of arrays and objects a JSON body may have; no request body of
+/// this API nests deeper than a few levels.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// How long a request body may take to arrive before the request answers 408 (well within
+/// the whole request's [`REQUEST_TIMEOUT`](crate::REQUEST_TIMEOUT)).
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A JSON body extractor whose rejections use the [`ApiError`] shape.
 ///
-/// Malformed JSON, a wrong content type and wrong field types all answer 400/415/422 with
-/// the standard body; serde's message names the field where it can.
+/// One rule for every body, in this order:
+/// - a content type other than `application/json` (or `application/*+json`): 415;
+/// - a body that does not arrive within [`BODY_TIMEOUT`] (shorter than its
+///   `Content-Length`, or trickling in): 408 `request_timeout`; larger than the limit: 413;
+/// - bytes that are not JSON: 400 `bad_request` (the only 400 a body gets);
+/// - JSON nested deeper than [`MAX_JSON_DEPTH`]: 422 `too_deep`, before anything is parsed
+///   into memory;
+/// - JSON that is not an object (an array, a string, `null`...): 422 `invalid_body`;
+/// - an object with a field the route does not know: 422 `invalid_field` naming it
+///   (unknown fields are refused, never ignored: a misspelt optional field must not pass
+///   unnoticed);
+/// - a missing field or a field of the wrong type: 422 `invalid_field` naming it (a path
+///   like `limits[0].max` inside the body).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
@@ -162,45 +187,110 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected application/json",
+            ));
         }
+        let bytes = match tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(req, state)).await {
+            Err(_) => return Err(ApiError::request_timeout("the body did not arrive in time")),
+            Ok(Err(_)) => {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the body is too large or unreadable",
+                ));
+            }
+            Ok(Ok(bytes)) => bytes,
+        };
+        parse_body(&bytes).map(ApiJson)
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::JsonDataError(e) => {
-            // serde's text is "<path>: <what>", without the path at the top level; the path
-            // is the field, and a field missing from an object is named in backticks.
-            let text = e.body_text();
-            let detail = text.split_once(": ").map(|(_, d)| d).unwrap_or(&text).to_owned();
-            let (path, what) = match detail.split_once(": ") {
-                Some((path, what)) if !path.contains(' ') => (Some(path.trim()), what),
-                _ => (None, detail.as_str()),
-            };
-            let missing = what.strip_prefix("missing field `").and_then(|rest| rest.split_once('`')).map(|(f, _)| f);
-            let field = match (path, missing) {
-                (Some(path), Some(missing)) => Some(format!("{path}.{missing}")),
-                (None, Some(missing)) => Some(missing.to_owned()),
-                (Some(path), None) => Some(path.to_owned()),
-                (None, None) => None,
-            };
-            let err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", detail.clone());
-            match field {
-                Some(f) => err.with_field(f),
-                None => err,
+/// Whether the request says its body is JSON.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(mime) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = mime.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json"
+        || essence.strip_prefix("application/").is_some_and(|sub| sub.ends_with("+json") && !sub.contains('/'))
+}
+
+/// Reads a request body by the rules of [`ApiJson`] (all but the content type and the
+/// transfer).
+pub(crate) fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let not_json = || ApiError::bad_request("the body is not valid JSON");
+    if nests_deeper_than(bytes, MAX_JSON_DEPTH) {
+        // Deep but well-formed JSON is refused as too deep; serde_json checks the syntax
+        // without recursing.
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "too_deep",
+                format!("the body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels"),
+            )),
+            Err(_) => Err(not_json()),
+        };
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| not_json())?;
+    if !value.is_object() {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", "the body must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| data_error(&e))
+}
+
+/// Whether `bytes` open more than `max` arrays or objects inside one another (strings
+/// skipped); one pass, no recursion, whatever the bytes are.
+pub(crate) fn nests_deeper_than(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
             }
+            continue;
         }
-        JsonRejection::JsonSyntaxError(_) => ApiError::bad_request("the body is not valid JSON"),
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "expected application/json")
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
         }
-        JsonRejection::BytesRejection(_) => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is too large or unreadable")
-        }
-        other => ApiError::bad_request(other.body_text()),
+    }
+    false
+}
+
+/// A body that is a JSON object but does not fit the route's type: 422 naming the field
+/// (serde's path, and the missing or unknown field's name).
+fn data_error(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let what = e.inner().to_string();
+    let path = e.path().to_string();
+    let path = (path != ".").then_some(path);
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|prefix| what.strip_prefix(prefix))
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(f, _)| f);
+    let field = match (path, named) {
+        (Some(path), Some(named)) if path == named || path.ends_with(&format!(".{named}")) => Some(path),
+        (Some(path), Some(named)) => Some(format!("{path}.{named}")),
+        (None, Some(named)) => Some(named.to_owned()),
+        (Some(path), None) => Some(path),
+        (None, None) => None,
+    };
+    let err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", what);
+    match field {
+        Some(f) => err.with_field(f),
+        None => err,
     }
 }
 
@@ -291,6 +381,54 @@ mod tests {
             field(r#"{"amount": 5, "reason": "x", "limits": [{"max": -1}]}"#).await.as_deref(),
             Some("limits[0].max")
         );
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Patch {
+        status: Option<Status>,
+        name: Option<String>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Status {
+        Active,
+    }
+
+    fn refused(body: &str) -> (StatusCode, &'static str, Option<String>) {
+        let e = parse_body::<Patch>(body.as_bytes()).unwrap_err();
+        (e.status, e.code, e.field)
+    }
+
+    #[test]
+    fn one_rule_for_every_body() {
+        let invalid = |f: &str| (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some(f.to_owned()));
+        assert_eq!(refused(r#"{"status": {}}"#), invalid("status"));
+        assert_eq!(refused(r#"{"status": "gone"}"#), invalid("status"));
+        assert_eq!(refused(r#"{"name": 5}"#), invalid("name"));
+        assert_eq!(refused(r#"{"nmae": "x"}"#), invalid("nmae"));
+        for not_object in ["[]", "[null, \"x\"]", "null", "\"x\"", "1"] {
+            assert_eq!(refused(not_object), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", None), "{not_object}");
+        }
+        for not_json in ["", "{", "{\"a\":}", "[[[[", "nul"] {
+            assert_eq!(refused(not_json), (StatusCode::BAD_REQUEST, "bad_request", None), "{not_json}");
+        }
+        let deep = format!("{{\"x\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(refused(&deep), (StatusCode::UNPROCESSABLE_ENTITY, "too_deep", None));
+        let broken_deep = "[".repeat(100_000);
+        assert_eq!(refused(&broken_deep).0, StatusCode::BAD_REQUEST);
+        assert!(
+            parse_body::<Patch>(br#"{"status": "active", "name": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}"#).is_ok()
+        );
+    }
+
+    #[test]
+    fn depth_is_counted_outside_strings_only() {
+        assert!(!nests_deeper_than(br#"{"a": [1, {"b": "\"[[[["}]}"#, 3));
+        assert!(nests_deeper_than(br#"{"a": [1, {"b": []}]}"#, 3));
+        assert!(!nests_deeper_than(b"]]]]}}}", 0));
     }
 
     #[test]

@@ -19,9 +19,13 @@
 mod audit;
 pub mod auth;
 pub mod cli;
+mod cursor;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 mod hot;
 mod metrics;
+mod openapi;
 pub mod rbac;
 mod routes;
 mod settings;
@@ -33,7 +37,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -76,7 +79,7 @@ impl utoipa::Modify for SecuritySchemes {
 /// Every matched route passes [`rbac`]'s authorization first (401/403 before any handler
 /// runs); an unknown path answers the JSON 404.
 pub fn app(state: AppState) -> Router {
-    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::accounts::router())
         .merge(routes::keys::router())
         .merge(routes::track::router())
@@ -84,6 +87,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::admin::router())
         .merge(routes::ops::router())
         .split_for_parts();
+    openapi::declare_shared_answers(&mut api);
     router
         .merge(routes::ops::docs(api))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), rbac::authorize))
@@ -93,12 +97,21 @@ pub fn app(state: AppState) -> Router {
         })
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(axum::middleware::from_fn(time_limit))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::internal("a handler panicked"))
         }))
         .layer(axum::middleware::from_fn(metrics::track_requests))
         .layer(TraceLayer::new_for_http())
+}
+
+/// Answers 408 `request_timeout` in the standard error shape for a request that takes
+/// longer than [`REQUEST_TIMEOUT`].
+async fn time_limit(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => axum::response::IntoResponse::into_response(ApiError::request_timeout("the request took too long")),
+    }
 }
 
 /// How often ledger records past their retention are deleted.

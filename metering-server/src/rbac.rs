@@ -187,6 +187,8 @@ pub(crate) async fn authorize(
     let (caller, failure) = match state.auth.authenticate(request.headers()).await {
         None => (None, None),
         Some(Ok(caller)) => (Some(caller), None),
+        // Ambiguous credentials are refused even where anonymous callers are welcome.
+        Some(Err(e)) if e.code == "ambiguous_credentials" => return e.into_response(),
         Some(Err(e)) => (None, Some(e)),
     };
     if !state.rbac.allows_caller(caller.as_ref(), path.as_str(), request.method()) {

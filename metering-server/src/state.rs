@@ -8,6 +8,7 @@ use metering_core::store::SqliteRecords;
 use metering_core::{Engine, GroupCommit};
 
 use crate::auth::AuthService;
+use crate::cursor::CursorKey;
 use crate::rbac::{Rbac, RbacError};
 use crate::settings::{MIN_JWT_SECRET_BYTES, Secret};
 use crate::{ApiError, Settings, SettingsError};
@@ -27,6 +28,7 @@ pub struct Shared {
     pub(crate) settings: Settings,
     pub(crate) auth: AuthService,
     pub(crate) rbac: Rbac,
+    pub(crate) cursors: CursorKey,
 }
 
 impl std::ops::Deref for AppState {
@@ -123,7 +125,8 @@ impl AppState {
         if let Some(admin) = &settings.admin {
             auth.create_or_update_admin(&admin.email, admin.password.expose()).await.map_err(StartError::Admin)?;
         }
-        Ok(AppState(Arc::new(Shared { engine, settings, auth, rbac })))
+        let cursors = CursorKey::derive(&secret);
+        Ok(AppState(Arc::new(Shared { engine, settings, auth, rbac, cursors })))
     }
 
     /// Makes sure an admin exists: unless one is configured or the platform tenant has one,

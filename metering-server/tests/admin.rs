@@ -115,6 +115,65 @@ async fn the_platform_tenant_cannot_be_suspended() {
 }
 
 #[tokio::test]
+async fn only_an_admin_moves_the_platform_tenant_to_another_plan() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let u = s.signup("ada@example.com", None).await;
+    let key = s.http.post("/api/keys", Some(&u.token), &json!({ "name": "k" })).await;
+    let key = key.body["key"].as_str().expect("key").to_owned();
+    let move_to_free = json!({ "plan": "free" });
+    s.http.patch("/admin/tenants/platform", Some(&u.token), &move_to_free).await.assert_error(403, None);
+    let bytes = serde_json::to_vec(&move_to_free).unwrap();
+    let headers = [("content-type", "application/json"), ("x-api-key", key.as_str())];
+    let a = s.http.raw(hyper::Method::PATCH, "/admin/tenants/platform", None, &headers, bytes).await;
+    a.assert_error(403, None);
+    s.http.patch("/admin/tenants/platform", None, &move_to_free).await.assert_error(401, None);
+    let t = s.http.get("/admin/tenants/platform", Some(&admin)).await;
+    assert_eq!(t.body["tenant"]["plan"], json!("pro"), "{}", t.text);
+    let a = s.http.patch("/admin/tenants/platform", Some(&admin), &move_to_free).await;
+    assert_eq!((a.status, a.body["plan"].clone()), (StatusCode::OK, json!("free")), "{}", a.text);
+}
+
+/// Logs in from the local address `from` (another client than the test's own); the status.
+async fn login_from(s: &TestServer, from: &str, email: &str, password: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(s.addr).await.unwrap();
+    let body = json!({ "email": email, "password": password }).to_string();
+    let request = format!(
+        "POST /auth/login HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    text.get(9..12).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn failures_from_elsewhere_cannot_lock_the_last_admin_out() {
+    let s = TestServer::start().await;
+    // Someone else keeps failing on the only admin's behalf: that address is locked...
+    let mut answers = Vec::new();
+    for _ in 0..7 {
+        answers.push(login_from(&s, "127.0.0.2", ADMIN_EMAIL, "a wrong password").await);
+    }
+    assert_eq!(answers, [401, 401, 401, 401, 401, 423, 423]);
+    assert_eq!(login_from(&s, "127.0.0.2", ADMIN_EMAIL, common::ADMIN_PASSWORD).await, 423);
+    // ... and the admin, from its own, still logs in.
+    assert_eq!(s.login(ADMIN_EMAIL, common::ADMIN_PASSWORD).await.status, StatusCode::OK);
+    // A user's failures still lock its e-mail from everywhere.
+    s.signup("ada@example.com", None).await;
+    for _ in 0..5 {
+        login_from(&s, "127.0.0.2", "ada@example.com", "a wrong password").await;
+    }
+    assert_eq!(s.login("ada@example.com", common::PASSWORD).await.status, StatusCode::LOCKED);
+}
+
+#[tokio::test]
 async fn a_suspended_tenants_users_read_and_revoke_but_mint_no_key() {
     let s = TestServer::start().await;
     let admin = s.admin().await;

@@ -239,3 +239,137 @@ async fn unknown_routes_and_oversized_bodies_answer_in_the_standard_shape() {
     // The server is still fine.
     assert_eq!(s.track(&u.token, &call("/x")).await.status, StatusCode::OK);
 }
+
+/// The credits the user's tenant has used.
+async fn used(s: &TestServer, token: &str) -> Value {
+    s.http.get("/api/credits", Some(token)).await.body["used"].clone()
+}
+
+#[tokio::test]
+async fn only_objects_with_known_fields_are_bodies() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let u = s.signup("ada@example.com", None).await;
+    let json = [("content-type", "application/json")];
+    // An array in place of the event is refused, and charges nothing.
+    let array = br#"[null, "notes-api", "/e", "GET", 1, false, null, null, null, null]"#.to_vec();
+    let a = s.http.raw(Method::POST, "/api/track", Some(&u.token), &json, array).await;
+    a.assert_error(422, None);
+    assert_eq!(a.body["error"]["code"], "invalid_body");
+    // An unknown field is named, on every route that takes a body.
+    for (method, path) in body_routes(&u.tenant) {
+        let a = s.http.json(method.clone(), &path, Some(&admin), &json!({"colour": "blue"})).await;
+        a.assert_error(422, Some("colour"));
+    }
+    let mut event = call("/e");
+    event["colour"] = json!("blue");
+    s.track(&u.token, &event).await.assert_error(422, Some("colour"));
+    let a = s.http.post("/api/track/batch", Some(&u.token), &json!({"events": [event]})).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body["results"][0]["error"]["field"], "colour");
+    // A wrong type is named on every route, not taken for bad JSON.
+    let path = format!("/admin/tenants/{}", u.tenant);
+    s.http.patch(&path, Some(&admin), &json!({"status": {}})).await.assert_error(422, Some("status"));
+    s.http.patch(&path, Some(&admin), &json!({"status": []})).await.assert_error(422, Some("status"));
+    s.http.post("/auth/login", None, &json!({"email": {}, "password": "x"})).await.assert_error(422, Some("email"));
+    assert_eq!(used(&s, &u.token).await, json!(0));
+}
+
+#[tokio::test]
+async fn a_deeply_nested_body_is_refused_quickly_and_charges_nothing() {
+    let s = TestServer::start().await;
+    let u = s.signup("ada@example.com", None).await;
+    let depth = 100_000;
+    let body = format!(
+        r#"{{"service_name": "notes-api", "endpoint": "/e", "method": "GET", "x": {}{}}}"#,
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    let started = std::time::Instant::now();
+    let a = s.http.raw(Method::POST, "/api/track", Some(&u.token), &[("content-type", "application/json")], body).await;
+    a.assert_error(422, None);
+    assert_eq!(a.body["error"]["code"], "too_deep");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert_eq!(used(&s, &u.token).await, json!(0));
+}
+
+#[tokio::test]
+async fn a_bearer_token_and_an_api_key_together_are_refused() {
+    let s = TestServer::start().await;
+    let u = s.signup("ada@example.com", None).await;
+    let other = s.signup("bob@example.com", None).await;
+    let key = s.http.post("/api/keys", Some(&other.token), &json!({"name": "k"})).await;
+    let key = key.body["key"].as_str().expect("key").to_owned();
+    let headers = [("content-type", "application/json"), ("x-api-key", key.as_str())];
+    let body = serde_json::to_vec(&call("/e")).unwrap();
+    let a = s.http.raw(Method::POST, "/api/track", Some(&u.token), &headers, body.clone()).await;
+    a.assert_error(400, None);
+    assert_eq!(a.body["error"]["code"], "ambiguous_credentials");
+    // Even on a route open to anonymous callers.
+    let login = serde_json::to_vec(&json!({"email": "ada@example.com", "password": "x"})).unwrap();
+    s.http.raw(Method::POST, "/auth/login", Some(&u.token), &headers, login).await.assert_error(400, None);
+    assert_eq!(used(&s, &u.token).await, json!(0));
+    assert_eq!(used(&s, &other.token).await, json!(0));
+}
+
+#[tokio::test]
+async fn a_body_shorter_than_its_length_gets_a_json_408_in_time() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start().await;
+    let u = s.signup("ada@example.com", None).await;
+    let mut socket = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "POST /api/track HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: 200\r\n\r\n{{\"service_name\":",
+        u.token
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        metering_server::error::BODY_TIMEOUT + std::time::Duration::from_secs(5),
+        socket.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "no answer within the body timeout");
+    assert!(started.elapsed() < metering_server::REQUEST_TIMEOUT);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    assert_eq!(body["error"]["code"], "request_timeout", "{text}");
+    assert_eq!(used(&s, &u.token).await, json!(0));
+}
+
+#[tokio::test]
+async fn cursors_are_opaque_signed_and_good_for_the_tenant_that_listed_only() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let ada = s.signup("ada@example.com", None).await;
+    let bob = s.signup("bob@example.com", None).await;
+    for i in 0..3 {
+        assert_eq!(s.track(&ada.token, &call(&format!("/e{i}"))).await.status, StatusCode::OK);
+    }
+    let first = s.http.get("/api/usage?limit=2", Some(&ada.token)).await;
+    let cursor = first.body["next_cursor"].as_str().expect("a next page").to_owned();
+    let readable: String = ada.tenant.bytes().map(|b| format!("{b:02x}")).collect();
+    assert!(cursor.starts_with("v1") && !cursor.contains(&readable), "{cursor}");
+    let next = s.http.get(&format!("/api/usage?limit=2&cursor={cursor}"), Some(&ada.token)).await;
+    assert_eq!(next.body["items"].as_array().map(Vec::len), Some(1), "{}", next.text);
+    // Another tenant, even an admin, cannot use it; an altered or forged one is refused.
+    s.http.get(&format!("/api/usage?cursor={cursor}"), Some(&bob.token)).await.assert_error(422, Some("cursor"));
+    s.http.get(&format!("/admin/usage?cursor={cursor}"), Some(&admin)).await.assert_error(422, Some("cursor"));
+    let last = cursor.chars().last().map(|c| if c == '0' { '1' } else { '0' }).unwrap_or('0');
+    let altered = format!("{}{last}", &cursor[..cursor.len() - 1]);
+    s.http.get(&format!("/api/usage?cursor={altered}"), Some(&ada.token)).await.assert_error(422, Some("cursor"));
+    let forged: String = format!("1773489600000000:{}/x", ada.tenant).bytes().map(|b| format!("{b:02x}")).collect();
+    for bad in [forged.clone(), format!("v1{forged}")] {
+        s.http.get(&format!("/api/usage?cursor={bad}"), Some(&ada.token)).await.assert_error(422, Some("cursor"));
+    }
+    // An admin's own listing gives cursors the admin can use.
+    let page = s.http.get("/admin/usage?limit=1", Some(&admin)).await;
+    let cursor = page.body["next_cursor"].as_str().expect("a next page").to_owned();
+    let next = s.http.get(&format!("/admin/usage?limit=1&cursor={cursor}"), Some(&admin)).await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.text);
+    s.http.get(&format!("/api/usage?cursor={cursor}"), Some(&ada.token)).await.assert_error(422, Some("cursor"));
+}

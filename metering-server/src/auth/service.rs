@@ -36,6 +36,16 @@ pub const API_KEY_PREFIX: &str = "mk_";
 /// The header carrying an API key.
 pub const API_KEY_HEADER: &str = "x-api-key";
 
+/// 400 `ambiguous_credentials`: a request carries both an `Authorization` and an
+/// `X-API-Key` header.
+fn ambiguous_credentials() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::BAD_REQUEST,
+        "ambiguous_credentials",
+        "send either `Authorization` or `X-API-Key`, not both",
+    )
+}
+
 /// The most characters of a display name.
 const MAX_NAME_CHARS: usize = 200;
 /// The longest credential looked at (longer ones are refused unread).
@@ -356,16 +366,21 @@ impl AuthService {
         })
     }
 
-    /// Checks an e-mail and password; 401 `invalid_credentials` (the same whether the
-    /// e-mail exists or not), 423 `account_locked` after too many failures.
-    pub async fn login(&self, req: LoginRequest) -> Result<TokenPair, ApiError> {
+    /// Checks an e-mail and password from `client`; 401 `invalid_credentials` (the same
+    /// whether the e-mail exists or not), 423 `account_locked` after too many failures.
+    ///
+    /// A user's failures lock its e-mail; an admin's lock the e-mail from that client
+    /// address only, so nobody can keep the admins, the last one
+    /// included, locked out by failing on their behalf from elsewhere.
+    pub async fn login(&self, req: LoginRequest, client: Option<IpAddr>) -> Result<TokenPair, ApiError> {
         let now = self.engine.now();
         let Ok(email) = normalize_email(&req.email) else { return Err(invalid_credentials()) };
-        if let Some(until) = self.engine.login_guard(&email, self.lockout).await?.locked_until {
+        let user = self.engine.user_by_email(&email).await?;
+        let key = attempt_key(&email, user.as_ref(), client);
+        if let Some(until) = self.engine.login_guard(&key, self.lockout).await?.locked_until {
             return Err(locked(until.since(now)));
         }
         let too_long = req.password.chars().count() > password::MAX_PASSWORD_CHARS;
-        let user = self.engine.user_by_email(&email).await?;
         let hash = match &user {
             Some(u) if !too_long => u.password_hash.clone(),
             _ => self.dummy_hash().await?,
@@ -374,11 +389,11 @@ impl AuthService {
         let matches = password::verify_password(password, hash).await? && user.is_some() && !too_long;
         match user {
             Some(user) if matches => {
-                self.engine.clear_login(&email).await?;
+                self.engine.clear_login(&key).await?;
                 self.issue_tokens(&user).await
             }
             _ => {
-                if self.engine.login_failed(&email, self.lockout).await?.locked_until.is_some() {
+                if self.engine.login_failed(&key, self.lockout).await?.locked_until.is_some() {
                     tracing::warn!(email = %email, "account locked after repeated failed logins");
                 }
                 Err(invalid_credentials())
@@ -438,8 +453,12 @@ impl AuthService {
     }
 
     /// Who sent these headers: `None` without credentials, else the caller or 401
-    /// `unauthenticated`. `Authorization: Bearer` is looked at first, then `X-API-Key`.
+    /// `unauthenticated`; both an `Authorization` and an `X-API-Key` header answer 400
+    /// `ambiguous_credentials` (which one names the caller is not guessed).
     pub async fn authenticate(&self, headers: &HeaderMap) -> Option<Result<Caller, ApiError>> {
+        if headers.contains_key(header::AUTHORIZATION) && headers.contains_key(API_KEY_HEADER) {
+            return Some(Err(ambiguous_credentials()));
+        }
         if let Some(value) = headers.get(header::AUTHORIZATION) {
             let token = value
                 .to_str()
@@ -763,6 +782,17 @@ impl AuthService {
 /// The login-lock key of an e-mail: its normal form, or the text itself if it has none.
 fn login_key(email: &str) -> String {
     normalize_email(email).unwrap_or_else(|_| email.to_owned())
+}
+
+/// The login-lock key of an attempt on `email`: the e-mail's own, or for an admin, the
+/// e-mail's from the client's address. An admin's account cannot be locked from everywhere
+/// (the admins would have no way in but the command line); a guesser from one address is
+/// still stopped there.
+fn attempt_key(email: &str, user: Option<&User>, client: Option<IpAddr>) -> String {
+    match (user, client) {
+        (Some(user), Some(ip)) if user.role == Role::Admin => format!("{email} from {ip}"),
+        _ => email.to_owned(),
+    }
 }
 
 /// Whether an admin's change to `key` is outside its own tenant (another tenant's key, or

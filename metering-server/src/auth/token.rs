@@ -168,4 +168,17 @@ mod tests {
                 .unwrap();
         assert_eq!(keys.verify(&hs512, TokenKind::Access, now), Err(TokenError::Invalid));
     }
+
+    #[test]
+    fn fuzz_jwt_verification() {
+        let keys = TokenKeys::new(&[7; 32]).unwrap();
+        let now = Timestamp::from_secs(1_800_000_000);
+        let valid = keys.sign(&TokenKeys::claims(TokenKind::Access, &user(), now, Duration::from_secs(900))).unwrap();
+        crate::fuzz::run("jwt", crate::fuzz::mutations_of(valid.clone()), |token| {
+            match keys.verify(&token, TokenKind::Access, now) {
+                Ok(_) if token != valid => Err(format!("an altered token passed: {token}")),
+                _ => Ok(()),
+            }
+        });
+    }
 }

@@ -60,9 +60,10 @@ async fn signup(
 ))]
 async fn login(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenPair>, ApiError> {
-    Ok(Json(state.auth.login(req).await?))
+    Ok(Json(state.auth.login(req, client).await?))
 }
 
 /// Trades a refresh token (once) for a new token pair.

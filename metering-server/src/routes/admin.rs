@@ -463,7 +463,7 @@ pub(crate) struct PlanBody {
     limits: Vec<Limit>,
     /// Premium access: `true`, `false`, or a list of allowed premium features.
     #[serde(default)]
-    #[schema(value_type = Object, example = false)]
+    #[schema(schema_with = premium_schema, example = false)]
     premium: PremiumAccess,
     /// How far below zero the balance may go (0: calls are refused at zero credits).
     #[serde(default)]
@@ -472,6 +472,18 @@ pub(crate) struct PlanBody {
     #[serde(default)]
     #[schema(value_type = Vec<PricingSchema>)]
     pricing: Vec<PricingRule>,
+}
+
+/// `premium` as written: a boolean, or a list of premium features (1 to 64 of
+/// `[A-Za-z0-9_.:-]` each).
+fn premium_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    let feature = ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).max_length(Some(64));
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Boolean))
+        .item(ArrayBuilder::new().items(feature).unique_items(true))
+        .build()
+        .into()
 }
 
 impl PlanBody {
@@ -662,8 +674,8 @@ async fn admin_usage(
         limit: params.limit,
         cursor: params.cursor,
     };
-    let query = filters.query(tenant)?;
-    Ok(Json(usage_page(&state, query).await?))
+    let query = filters.query(tenant, &state.cursors, &caller.tenant)?;
+    Ok(Json(usage_page(&state, query, &caller.tenant).await?))
 }
 
 /// The range of the stats.

@@ -11,8 +11,8 @@ use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use chrono::DateTime;
 use metering_core::{
-    Balance, EventId, GroupBy, LedgerCursor, LedgerQuery, LedgerRecord, Method, Tenant, TenantId, TenantStatus,
-    Timestamp, UsageGroup,
+    Balance, GroupBy, LedgerCursor, LedgerQuery, LedgerRecord, Method, Tenant, TenantId, TenantStatus, Timestamp,
+    UsageGroup,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
+use crate::cursor::CursorKey;
 use crate::routes::track::ErrorBody;
 use crate::{ApiError, AppState};
 
@@ -226,8 +227,14 @@ pub(crate) struct UsageParams {
 }
 
 impl UsageParams {
-    /// The ledger query of these filters for `tenant` (every tenant when `None`).
-    pub(crate) fn query(&self, tenant: Option<TenantId>) -> Result<LedgerQuery, ApiError> {
+    /// The ledger query of these filters for `tenant` (every tenant when `None`), listed
+    /// by `scope`: the cursor must be one `scope` was given.
+    pub(crate) fn query(
+        &self,
+        tenant: Option<TenantId>,
+        cursors: &CursorKey,
+        scope: &TenantId,
+    ) -> Result<LedgerQuery, ApiError> {
         let limit = match self.limit.as_deref() {
             None => DEFAULT_LIMIT,
             Some(l) => match l.parse::<usize>() {
@@ -247,7 +254,7 @@ impl UsageParams {
                 .transpose()?,
             from,
             to,
-            before: self.cursor.as_deref().map(decode_cursor).transpose()?,
+            before: self.cursor.as_deref().map(|c| cursors.open(scope, c)).transpose()?,
             limit,
         })
     }
@@ -283,38 +290,6 @@ pub(crate) fn time_range(
         return Err(ApiError::invalid("to", "must be after `from`"));
     }
     Ok((from, to))
-}
-
-/// The opaque cursor after a record: hex of `"<timestamp micros>:<tenant>/<event_id>"` (a
-/// tenant id holds no `/`).
-fn encode_cursor(c: &LedgerCursor) -> String {
-    let text = format!("{}:{}/{}", c.at.as_micros(), c.tenant.as_str(), c.event_id.as_str());
-    let mut out = String::with_capacity(text.len() * 2);
-    for b in text.bytes() {
-        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        out.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
-    }
-    out
-}
-
-fn decode_cursor(cursor: &str) -> Result<LedgerCursor, ApiError> {
-    let bad = || ApiError::invalid("cursor", "not a cursor this server gave out");
-    if cursor.is_empty() || !cursor.len().is_multiple_of(2) || cursor.len() > 512 {
-        return Err(bad());
-    }
-    let bytes = (0..cursor.len())
-        .step_by(2)
-        .map(|i| cursor.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(bad)?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let (micros, rest) = text.split_once(':').ok_or_else(bad)?;
-    let (tenant, id) = rest.split_once('/').ok_or_else(bad)?;
-    Ok(LedgerCursor {
-        at: Timestamp::from_micros(micros.parse().map_err(|_| bad())?),
-        event_id: EventId::new(id).map_err(|_| bad())?,
-        tenant: TenantId::new(tenant).map_err(|_| bad())?,
-    })
 }
 
 /// One recorded call.
@@ -374,16 +349,18 @@ impl From<LedgerRecord> for UsageItem {
 pub(crate) struct UsagePage {
     /// The calls.
     items: Vec<UsageItem>,
-    /// Pass as `cursor` for the next page; `null` on the last page.
+    /// Pass as `cursor` for the next page (an opaque token, good for this caller's tenant
+    /// only); `null` on the last page.
     next_cursor: Option<String>,
 }
 
-/// Reads one page of the ledger.
-pub(crate) async fn usage_page(state: &AppState, query: LedgerQuery) -> Result<UsagePage, ApiError> {
+/// Reads one page of the ledger for a listing by `scope`, whose next cursor only `scope`
+/// can use.
+pub(crate) async fn usage_page(state: &AppState, query: LedgerQuery, scope: &TenantId) -> Result<UsagePage, ApiError> {
     let limit = query.limit;
     let records = state.engine.ledger_records(&query).await?;
     let next_cursor = match records.last() {
-        Some(last) if records.len() >= limit => Some(encode_cursor(&LedgerCursor::after(last))),
+        Some(last) if records.len() >= limit => Some(state.cursors.seal(scope, &LedgerCursor::after(last))),
         _ => None,
     };
     Ok(UsagePage { items: records.into_iter().map(UsageItem::from).collect(), next_cursor })
@@ -407,8 +384,8 @@ async fn usage(
     caller: Caller,
     ApiQuery(params): ApiQuery<UsageParams>,
 ) -> Result<Json<UsagePage>, ApiError> {
-    let query = params.query(Some(caller.tenant.clone()))?;
-    Ok(Json(usage_page(&state, query).await?))
+    let query = params.query(Some(caller.tenant.clone()), &state.cursors, &caller.tenant)?;
+    Ok(Json(usage_page(&state, query, &caller.tenant).await?))
 }
 
 /// Grouping and range of a usage summary.
@@ -496,23 +473,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cursors_round_trip_and_bad_ones_name_the_field() {
-        let cursor = LedgerCursor {
-            at: Timestamp::from_micros(1_700_000_000_123_456),
-            event_id: EventId::new("evt-1:x/y").unwrap(),
-            tenant: TenantId::new("acme:eu").unwrap(),
-        };
-        assert_eq!(decode_cursor(&encode_cursor(&cursor)).unwrap(), cursor);
-        let no_tenant = "1700000000123456:evt-1".bytes().map(|b| format!("{b:02x}")).collect::<String>();
-        for bad in ["", "zz", "abc", "00", &"61".repeat(300), &no_tenant] {
-            assert_eq!(decode_cursor(bad).unwrap_err().field.as_deref(), Some("cursor"), "{bad}");
-        }
-    }
-
-    #[test]
     fn usage_filters_are_checked() {
         let ok = UsageParams { limit: Some("10".into()), method: Some("get".into()), ..Default::default() };
-        let q = ok.query(None).unwrap();
+        let (key, scope) = (CursorKey::derive(b"a secret"), TenantId::new("acme").unwrap());
+        let q = ok.query(None, &key, &scope).unwrap();
         assert_eq!((q.limit, q.method), (10, Some(Method::Get)));
         for (params, field) in [
             (UsageParams { limit: Some("0".into()), ..Default::default() }, "limit"),
@@ -520,6 +484,7 @@ mod tests {
             (UsageParams { method: Some("FETCH".into()), ..Default::default() }, "method"),
             (UsageParams { from: Some("yesterday".into()), ..Default::default() }, "from"),
             (UsageParams { service: Some(String::new()), ..Default::default() }, "service"),
+            (UsageParams { cursor: Some("v1".into()), ..Default::default() }, "cursor"),
             (
                 UsageParams {
                     from: Some("2026-03-02T00:00:00Z".into()),
@@ -529,7 +494,7 @@ mod tests {
                 "to",
             ),
         ] {
-            assert_eq!(params.query(None).unwrap_err().field.as_deref(), Some(field));
+            assert_eq!(params.query(None, &key, &scope).unwrap_err().field.as_deref(), Some(field));
         }
     }
 }

@@ -56,35 +56,53 @@ impl From<ApiError> for ErrorDetail {
     }
 }
 
-/// One call to track.
+/// One call to track. A field it does not know is refused (422 naming it).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct TrackRequest {
     /// The tenant charged; may be left out when the caller acts for exactly one tenant.
-    #[schema(example = "acme")]
+    #[schema(example = "acme", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:-]+$")]
     tenant_id: Option<String>,
     /// The API (service) called: 1-128 characters.
-    #[schema(example = "notes-api")]
+    #[schema(
+        example = "notes-api",
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     service_name: String,
     /// The endpoint's route template: 1-512 characters.
-    #[schema(example = "/notes/{id}")]
+    #[schema(
+        example = "/notes/{id}",
+        min_length = 1,
+        max_length = 512,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     endpoint: String,
-    /// `GET`, `POST`, `PUT`, `PATCH`, `DELETE`, `HEAD` or `OPTIONS`.
-    #[schema(example = "GET")]
+    /// `GET`, `POST`, `PUT`, `PATCH`, `DELETE`, `HEAD` or `OPTIONS`, in any case.
+    #[schema(
+        example = "GET",
+        pattern = r"^([Gg][Ee][Tt]|[Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee]|[Hh][Ee][Aa][Dd]|[Oo][Pp][Tt][Ii][Oo][Nn][Ss])$"
+    )]
     method: String,
     /// Credits (or units under a per-unit price) used: 0 to 1,000,000, default 1.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1_000_000)]
     credits_used: Option<i64>,
     /// Whether the endpoint is premium.
     #[serde(default)]
     premium: bool,
     /// Idempotency key (1-128 printable ASCII characters); a UUIDv7 when absent.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[!-~]+$")]
     event_id: Option<String>,
-    /// The feature type, for entitlement and pricing.
+    /// The feature type, for entitlement and pricing: 1 to 64 of `[A-Za-z0-9_.:-]`.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:-]+$")]
     feature: Option<String>,
-    /// The region, for pricing.
+    /// The region, for pricing: 1 to 64 of `[A-Za-z0-9_.:-]`.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:-]+$")]
     region: Option<String>,
     /// When the call happened (RFC 3339; at most 24 hours old, 5 minutes ahead); default now.
     #[serde(default)]
@@ -129,7 +147,7 @@ impl TrackRequest {
         fn required<T>(v: Option<T>, field: &'static str) -> Result<T, ApiError> {
             v.ok_or_else(|| ApiError::invalid(field, format!("missing field `{field}`")))
         }
-        Ok(TrackRequest {
+        let request = TrackRequest {
             tenant_id: take(&mut map, "tenant_id")?,
             service_name: required(take(&mut map, "service_name")?, "service_name")?,
             endpoint: required(take(&mut map, "endpoint")?, "endpoint")?,
@@ -140,7 +158,12 @@ impl TrackRequest {
             feature: take(&mut map, "feature")?,
             region: take(&mut map, "region")?,
             timestamp: take(&mut map, "timestamp")?,
-        })
+        };
+        // As for one call, a field the event does not know is refused.
+        match map.keys().next() {
+            Some(unknown) => Err(ApiError::invalid(unknown.clone(), format!("unknown field `{unknown}`"))),
+            None => Ok(request),
+        }
     }
 }
 
@@ -299,9 +322,10 @@ async fn track(
 
 /// A batch of calls to track.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct BatchRequest {
     /// 1 to 1,000 events, each as the body of `POST /api/track`.
-    #[schema(value_type = Vec<TrackRequest>)]
+    #[schema(value_type = Vec<TrackRequest>, min_items = 1, max_items = 1000)]
     events: Vec<Value>,
 }
 
@@ -401,6 +425,7 @@ mod tests {
     use super::*;
     use crate::auth::Credential;
     use metering_core::{Role, TenantId};
+    use proptest::prelude::*;
 
     fn caller(acts_for: ActsFor) -> Caller {
         Caller {
@@ -455,11 +480,69 @@ mod tests {
             "timestamp": "yesterday"}))
         .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("timestamp"));
+        let e = TrackRequest::from_value(serde_json::json!({"service_name": "s", "endpoint": "/", "method": "GET",
+            "extra": {"a": 1}}))
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("extra"));
         let e = TrackRequest::from_value(serde_json::json!([1])).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("events"));
         let ok = TrackRequest::from_value(serde_json::json!({"service_name": "s", "endpoint": "/", "method": "GET",
             "premium": true, "credits_used": 3}))
         .unwrap();
         assert!(ok.premium && ok.credits_used == Some(3));
+    }
+
+    const EVENT_KEYS: &[&str] = &[
+        "tenant_id",
+        "service_name",
+        "endpoint",
+        "method",
+        "credits_used",
+        "premium",
+        "event_id",
+        "feature",
+        "region",
+        "timestamp",
+    ];
+
+    /// An answer of the parser: a 4xx, never anything else.
+    fn client_error(e: &ApiError) -> Result<(), String> {
+        if e.status.is_client_error() { Ok(()) } else { Err(format!("answered {e}")) }
+    }
+
+    fn check_event(request: TrackRequest, caller: &Caller) -> Result<(), String> {
+        match request.into_event(caller) {
+            Ok(event) => match event.validate_at(Timestamp::from_secs(1_773_489_600), &TimeBounds::default()) {
+                Ok(_) => Ok(()),
+                Err(e) => client_error(&ApiError::from(CoreError::InvalidInput(e))),
+            },
+            Err(e) => client_error(&e),
+        }
+    }
+
+    #[test]
+    fn fuzz_track_event_parser() {
+        let own = caller(ActsFor::Tenant(TenantId::new("acme").unwrap()));
+        crate::fuzz::run("track event", crate::fuzz::json_bytes(EVENT_KEYS), |bytes| {
+            match crate::error::parse_body::<TrackRequest>(&bytes) {
+                Ok(request) => check_event(request, &own),
+                Err(e) => client_error(&e),
+            }
+        });
+    }
+
+    #[test]
+    fn fuzz_batch_parser() {
+        let service = caller(ActsFor::AnyTenant);
+        let events = prop::collection::vec(crate::fuzz::json_value(EVENT_KEYS), 0..8)
+            .prop_map(|events| serde_json::to_vec(&serde_json::json!({ "events": events })).unwrap_or_default());
+        let bytes = prop_oneof![crate::fuzz::json_bytes(&["events"]), events];
+        crate::fuzz::run("batch", bytes, |bytes| match crate::error::parse_body::<BatchRequest>(&bytes) {
+            Ok(batch) => batch.events.into_iter().try_for_each(|value| match TrackRequest::from_value(value) {
+                Ok(request) => check_event(request, &service),
+                Err(e) => client_error(&e),
+            }),
+            Err(e) => client_error(&e),
+        });
     }
 }
