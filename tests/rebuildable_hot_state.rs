@@ -184,3 +184,28 @@ async fn all_recorded(engine: &Engine, backend: &Backend, clock: &metering::Manu
     let engine = restart(engine, backend, clock).await;
     assert_eq!(engine.balance(acme).await.unwrap().used, 40, "{backend:?}: and so do rebuilt ones");
 }
+
+/// A balance or grant that finds the tenant's counters gone rebuilds them as a decision
+/// does: after the records still queued for the ledger are written, so none is missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balance_after_the_counters_are_lost_counts_records_still_queued() {
+    use metering::core::store::{HotStore, MemoryRecords, RecordStore};
+    use metering::core::{ManualClock, Outcome};
+
+    let clock = ManualClock::at(common::START);
+    let records = Arc::new(MemoryRecords::new());
+    let hot = Arc::new(MemoryHot::new());
+    let engine =
+        engine_over(Arc::clone(&records) as Arc<dyn RecordStore>, Arc::clone(&hot) as Arc<dyn HotStore>, &clock).await;
+    let acme = tenant_on(&engine, "acme", Plan::free()).await;
+    records.faults().delay(Duration::from_millis(300));
+    for _ in 0..3 {
+        let ticket = engine.decide(call()).await.unwrap();
+        engine.settle_later(ticket, Outcome::CHARGED).await.unwrap();
+    }
+    hot.clear().await.unwrap();
+    assert_eq!(engine.balance(&acme).await.unwrap().used, 6, "the queued records are counted");
+    hot.clear().await.unwrap();
+    engine.grant(&acme, 1, "goodwill").await.unwrap();
+    assert_eq!(engine.balance(&acme).await.unwrap().used, 6);
+}

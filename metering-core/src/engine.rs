@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::account::User;
 use crate::admit::{Standing, WindowState, admit};
+use crate::audit::AuditEntry;
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::decision::{Decision, DenyReason};
 use crate::denials::DenialBudget;
@@ -23,7 +24,8 @@ use crate::policy::{Policy, PolicyCache};
 use crate::pricing::price;
 use crate::rebuild::{RebuildGates, StaleTenants};
 use crate::store::{
-    Admission, Admitted, HotSnapshot, HotStore, KeyCount, LockoutPolicy, LoginGuard, PeriodCredits, RecordStore,
+    Admission, Admitted, AuditedChange, HotSnapshot, HotStore, KeyCount, LockoutPolicy, LoginGuard, PeriodCredits,
+    RecordStore,
 };
 use crate::tenant::{Period, Tenant, TenantId, TenantOverrides, TenantStatus};
 use crate::writer::{Appending, FailurePolicy, GroupCommit, LedgerWriter, WriterStats};
@@ -725,7 +727,7 @@ impl Engine {
                     overage: remaining.saturating_add(overdraft.min(i64::MAX as u64) as i64).min(0).unsigned_abs(),
                 });
             }
-            self.load_counters(&policy, now).await?;
+            self.rebuild(&policy, now).await?;
         }
         Err(Error::Unavailable("hot store does not keep loaded counters".into()))
     }
@@ -734,6 +736,19 @@ impl Engine {
     /// is always taken; a claw-back never takes the balance below the plan's floor
     /// ([`Error::BelowFloor`]). Returns the new remaining balance.
     pub async fn grant(&self, tenant: &TenantId, amount: i64, reason: &str) -> Result<i64, Error> {
+        self.grant_recording(tenant, amount, reason, None::<fn(i64) -> AuditEntry>).await
+    }
+
+    /// Takes a grant in the hot store, then records it (with the entry `audit` makes from
+    /// the new remaining balance, written together, when given); should recording fail,
+    /// the hot store's balance is put back and the error returned.
+    pub(crate) async fn grant_recording(
+        &self,
+        tenant: &TenantId,
+        amount: i64,
+        reason: &str,
+        audit: Option<impl FnOnce(i64) -> AuditEntry + Send>,
+    ) -> Result<i64, Error> {
         let now = self.now();
         let policy = self.policy(tenant).await?;
         let period = policy.tenant.billing_anchor.period_containing(now);
@@ -741,13 +756,19 @@ impl Engine {
         for _ in 0..LOAD_ATTEMPTS {
             if let Some(remaining) = self.inner.hot.grant(tenant, period, allowance, overdraft, amount).await? {
                 let grant = Grant { tenant_id: tenant.clone(), period, amount, reason: reason.to_owned(), at: now };
-                if let Err(e) = self.inner.records.add_grant(&grant).await {
+                let recorded = match audit {
+                    Some(audit) => {
+                        self.inner.records.apply_audited(AuditedChange::AddGrant(&grant), &audit(remaining)).await
+                    }
+                    None => self.inner.records.add_grant(&grant).await,
+                };
+                if let Err(e) = recorded {
                     self.inner.hot.grant(tenant, period, allowance, u64::MAX / 4, -amount).await?;
                     return Err(e);
                 }
                 return Ok(remaining);
             }
-            self.load_counters(&policy, now).await?;
+            self.rebuild(&policy, now).await?;
         }
         Err(Error::Unavailable("hot store does not keep loaded counters".into()))
     }

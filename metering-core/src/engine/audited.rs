@@ -8,11 +8,10 @@
 //! acknowledged in the store's files, logins unlocked in the hot store) cannot share that
 //! step: their entry is written first, so none goes unaudited.
 
-use super::{Engine, LOAD_ATTEMPTS};
+use super::Engine;
 use crate::account::ApiKey;
 use crate::audit::AuditEntry;
 use crate::error::Error;
-use crate::ledger::Grant;
 use crate::plan::Plan;
 use crate::store::AuditedChange;
 use crate::tenant::{Tenant, TenantId};
@@ -47,23 +46,7 @@ impl Engine {
         reason: &str,
         audit: impl FnOnce(i64) -> AuditEntry + Send,
     ) -> Result<i64, Error> {
-        let now = self.now();
-        let policy = self.policy(tenant).await?;
-        let period = policy.tenant.billing_anchor.period_containing(now);
-        let (allowance, overdraft) = (policy.plan.monthly_credits, policy.plan.overdraft);
-        for _ in 0..LOAD_ATTEMPTS {
-            if let Some(remaining) = self.inner.hot.grant(tenant, period, allowance, overdraft, amount).await? {
-                let grant = Grant { tenant_id: tenant.clone(), period, amount, reason: reason.to_owned(), at: now };
-                let entry = audit(remaining);
-                if let Err(e) = self.inner.records.apply_audited(AuditedChange::AddGrant(&grant), &entry).await {
-                    self.inner.hot.grant(tenant, period, allowance, u64::MAX / 4, -amount).await?;
-                    return Err(e);
-                }
-                return Ok(remaining);
-            }
-            self.load_counters(&policy, now).await?;
-        }
-        Err(Error::Unavailable("hot store does not keep loaded counters".into()))
+        self.grant_recording(tenant, amount, reason, Some(audit)).await
     }
 
     /// [`create_plan`](Self::create_plan), with `entry` written together with it.

@@ -197,8 +197,8 @@ impl RedisHot {
 
     /// Runs `script` by hash, loading it again if Redis lost it (a restart, a failover).
     async fn run(&self, script: &Script, keys: Vec<Key>, args: Vec<Value>) -> Result<Vec<String>, Error> {
-        let (retry_keys, retry_args) = (keys.clone(), args.clone());
-        self.run_with(script, (keys, args), || (retry_keys.clone(), retry_args.clone())).await.map_err(unavailable)
+        let again = (keys.clone(), args.clone());
+        self.run_with(script, (keys, args), move || again).await.map_err(unavailable)
     }
 
     /// Runs `script` with `first`'s keys and arguments, and after a `NOSCRIPT` loads it and
