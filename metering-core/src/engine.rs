@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::account::User;
 use crate::admit::{Standing, WindowState, admit};
 use crate::audit::AuditEntry;
+use crate::changes::Change;
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::decision::{Decision, DenyReason};
 use crate::denials::DenialBudget;
@@ -32,6 +33,7 @@ use crate::writer::{Appending, FailurePolicy, GroupCommit, LedgerWriter, WriterS
 
 mod audited;
 mod catalog;
+mod changes;
 mod health;
 mod sessions;
 mod usage;
@@ -205,25 +207,27 @@ impl EngineBuilder {
             .group_commit
             .map(|cfg| LedgerWriter::spawn(Arc::clone(&self.records), Arc::clone(&self.hot), cfg))
             .transpose()?;
-        Ok(Engine {
-            inner: Arc::new(Inner {
-                records: self.records,
-                hot: self.hot,
-                clock: self.clock,
-                bounds: self.bounds,
-                remember_for: self.remember_for,
-                policies: PolicyCache::new(self.policy_capacity, self.policy_ttl),
-                denials: DenialBudget::new(self.denial_records_per_minute),
-                handing_on: Arc::new(tokio::sync::RwLock::new(())),
-                writer,
-                rebuilds: RebuildGates::default(),
-                hot_errors: AtomicU64::new(0),
-                hot_failure: self.hot_failure,
-                stale: StaleTenants::default(),
-                fail_open_admissions: AtomicU64::new(0),
-                rebuilt: AtomicU64::new(0),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            records: self.records,
+            hot: self.hot,
+            clock: self.clock,
+            bounds: self.bounds,
+            remember_for: self.remember_for,
+            policies: PolicyCache::new(self.policy_capacity, self.policy_ttl),
+            denials: DenialBudget::new(self.denial_records_per_minute),
+            handing_on: Arc::new(tokio::sync::RwLock::new(())),
+            writer,
+            rebuilds: RebuildGates::default(),
+            hot_errors: AtomicU64::new(0),
+            hot_failure: self.hot_failure,
+            stale: StaleTenants::default(),
+            fail_open_admissions: AtomicU64::new(0),
+            rebuilt: AtomicU64::new(0),
+            changes: tokio::sync::broadcast::channel(changes::CHANGES_BUFFER).0,
+            unannounced: AtomicU64::new(0),
+        });
+        changes::listen(&inner)?;
+        Ok(Engine { inner })
     }
 }
 
@@ -251,6 +255,10 @@ struct Inner {
     stale: StaleTenants,
     fail_open_admissions: AtomicU64,
     rebuilt: AtomicU64,
+    /// Changes of cached records, for this process's listeners.
+    changes: tokio::sync::broadcast::Sender<crate::changes::Change>,
+    /// Changes the hot store could not announce.
+    unannounced: AtomicU64,
 }
 
 /// The answer to a call whose `event_id` the ledger already holds in `first`: its
@@ -580,11 +588,12 @@ impl Engine {
         if let Some(p) = self.inner.policies.get(tenant, now) {
             return Ok(p);
         }
+        let read_at = self.inner.policies.epoch();
         let t = self.inner.records.tenant(tenant).await?.ok_or_else(|| Error::UnknownTenant(tenant.clone()))?;
         let plan = self.inner.records.plan(&t.plan).await?.ok_or_else(|| Error::UnknownPlan(t.plan.clone()))?;
         let plan = t.overrides.apply(&plan)?;
         let policy = Arc::new(Policy::new(t, plan, now));
-        self.inner.policies.insert(Arc::clone(&policy), now);
+        self.inner.policies.insert(Arc::clone(&policy), now, read_at);
         Ok(policy)
     }
 
@@ -787,7 +796,7 @@ impl Engine {
     pub async fn put_plan(&self, plan: &Plan) -> Result<(), Error> {
         plan.validate()?;
         self.inner.records.put_plan(plan).await?;
-        self.inner.policies.clear();
+        self.changed(Change::Plans).await;
         Ok(())
     }
 
@@ -795,7 +804,7 @@ impl Engine {
     pub async fn create_plan(&self, plan: &Plan) -> Result<(), Error> {
         plan.validate()?;
         self.inner.records.insert_plan(plan).await?;
-        self.inner.policies.clear();
+        self.changed(Change::Plans).await;
         Ok(())
     }
 
@@ -829,7 +838,7 @@ impl Engine {
             self.inner.records.plan(&tenant.plan).await?.ok_or_else(|| Error::UnknownPlan(tenant.plan.clone()))?;
         tenant.overrides.apply(&plan)?;
         self.inner.records.update_tenant(&tenant).await?;
-        self.inner.policies.invalidate(id);
+        self.changed(Change::Tenant(id.clone())).await;
         Ok(tenant)
     }
 

@@ -26,6 +26,7 @@
 pub mod account;
 pub mod admit;
 pub mod audit;
+pub mod changes;
 pub mod clock;
 pub mod decision;
 mod denials;
@@ -49,6 +50,7 @@ pub(crate) struct Padded<T>(pub(crate) T);
 
 pub use account::{ApiKey, RefreshToken, Role, User};
 pub use audit::AuditEntry;
+pub use changes::Change;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use decision::{Decision, DenyReason, WindowStatus};
 pub use engine::{Balance, Engine, EngineBuilder, Outcome, Ticket};

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -50,6 +51,9 @@ type Entries = HashMap<TenantId, (Arc<Policy>, Timestamp), foldhash::fast::Rando
 /// A bounded, sharded map from tenant to policy.
 pub(crate) struct PolicyCache {
     shards: Box<[Padded<RwLock<Entries>>]>,
+    /// Counts invalidations, so a policy read from the records before one is not cached
+    /// after it.
+    epoch: AtomicU64,
     per_shard: usize,
     ttl: Duration,
     hasher: foldhash::fast::RandomState,
@@ -59,6 +63,7 @@ impl PolicyCache {
     pub(crate) fn new(capacity: usize, ttl: Duration) -> Self {
         PolicyCache {
             shards: (0..SHARDS).map(|_| Padded(RwLock::new(Entries::default()))).collect(),
+            epoch: AtomicU64::new(0),
             per_shard: capacity.div_ceil(SHARDS).max(1),
             ttl,
             hasher: Default::default(),
@@ -76,9 +81,20 @@ impl PolicyCache {
         (now.since(*loaded) < self.ttl && *loaded <= now).then(|| Arc::clone(policy))
     }
 
-    /// Caches a policy loaded at `now`; a full shard is emptied first (simple and bounded).
-    pub(crate) fn insert(&self, policy: Arc<Policy>, now: Timestamp) {
+    /// The invalidations so far: taken before reading a policy's records, handed to
+    /// [`insert`](Self::insert) after.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Caches a policy loaded at `now` from records read after [`epoch`](Self::epoch)
+    /// answered `read_at`, unless an invalidation came since (the records may be older
+    /// than it); a full shard is emptied first (simple and bounded).
+    pub(crate) fn insert(&self, policy: Arc<Policy>, now: Timestamp, read_at: u64) {
         let mut shard = self.shard(&policy.tenant.id).write();
+        if self.epoch() != read_at {
+            return;
+        }
         if shard.len() >= self.per_shard && !shard.contains_key(&policy.tenant.id) {
             shard.clear();
         }
@@ -87,11 +103,14 @@ impl PolicyCache {
 
     /// Forgets one tenant.
     pub(crate) fn invalidate(&self, id: &TenantId) {
-        self.shard(id).write().remove(id);
+        let mut shard = self.shard(id).write();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        shard.remove(id);
     }
 
     /// Forgets every tenant (after a plan changed).
     pub(crate) fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         for Padded(s) in self.shards.iter() {
             s.write().clear();
         }

@@ -11,6 +11,7 @@
 use super::Engine;
 use crate::account::ApiKey;
 use crate::audit::AuditEntry;
+use crate::changes::Change;
 use crate::error::Error;
 use crate::plan::Plan;
 use crate::store::AuditedChange;
@@ -32,7 +33,7 @@ impl Engine {
         self.check_new_tenant(&tenant).await?;
         let entry = audit(&before, &tenant);
         self.inner.records.apply_audited(AuditedChange::UpdateTenant(&tenant), &entry).await?;
-        self.inner.policies.invalidate(id);
+        self.changed(Change::Tenant(id.clone())).await;
         Ok(tenant)
     }
 
@@ -53,7 +54,7 @@ impl Engine {
     pub async fn create_plan_audited(&self, plan: &Plan, entry: &AuditEntry) -> Result<(), Error> {
         plan.validate()?;
         self.inner.records.apply_audited(AuditedChange::InsertPlan(plan), entry).await?;
-        self.inner.policies.clear();
+        self.changed(Change::Plans).await;
         Ok(())
     }
 
@@ -68,7 +69,7 @@ impl Engine {
         let before = self.inner.records.plan(&plan.id).await?.ok_or_else(|| Error::UnknownPlan(plan.id.clone()))?;
         plan.validate()?;
         self.inner.records.apply_audited(AuditedChange::PutPlan(plan), &audit(&before)).await?;
-        self.inner.policies.clear();
+        self.changed(Change::Plans).await;
         Ok(())
     }
 
@@ -81,7 +82,8 @@ impl Engine {
     /// [`Error::NotFound`] (and no entry) if there is no such key.
     pub async fn revoke_api_key_audited(&self, id: &str, entry: &AuditEntry) -> Result<(), Error> {
         let change = AuditedChange::RevokeApiKey { id, at: self.now() };
-        self.inner.records.apply_audited(change, entry).await
+        self.inner.records.apply_audited(change, entry).await?;
+        self.key_changed(id).await
     }
 
     /// Acknowledges the damage [`damage`](Self::damage) reports, once an operator has

@@ -7,6 +7,7 @@
 
 use super::Engine;
 use crate::account::{ApiKey, User};
+use crate::changes::Change;
 use crate::error::Error;
 use crate::plan::{Plan, PlanId};
 use crate::tenant::{Tenant, TenantId};
@@ -54,7 +55,9 @@ impl Engine {
 
     /// Replaces a user (matched by id); [`Error::NotFound`] if there is none.
     pub async fn update_user(&self, user: &User) -> Result<(), Error> {
-        self.inner.records.update_user(user).await
+        self.inner.records.update_user(user).await?;
+        self.changed(Change::User(user.id.clone())).await;
+        Ok(())
     }
 
     /// Stores a new API key; [`Error::AlreadyExists`] if its id or hash is taken.
@@ -86,6 +89,18 @@ impl Engine {
     /// Revokes a key now (a key revoked already keeps its first time); `false` if there is
     /// no such key.
     pub async fn revoke_api_key(&self, id: &str) -> Result<bool, Error> {
-        self.inner.records.revoke_api_key(id, self.now()).await
+        let revoked = self.inner.records.revoke_api_key(id, self.now()).await?;
+        if revoked {
+            self.key_changed(id).await?;
+        }
+        Ok(revoked)
+    }
+
+    /// Announces that the key `id` changed, by the hash its cached copies are found by.
+    pub(super) async fn key_changed(&self, id: &str) -> Result<(), Error> {
+        if let Some(key) = self.inner.records.api_key(id).await? {
+            self.changed(Change::ApiKey(key.key_hash)).await;
+        }
+        Ok(())
     }
 }

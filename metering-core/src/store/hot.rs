@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::broadcast;
 
+use crate::changes::Change;
 use crate::clock::Timestamp;
 use crate::decision::{Decision, DenyReason};
 use crate::error::Error;
@@ -155,6 +157,19 @@ pub trait HotStore: Send + Sync + 'static {
     /// Whether the store answers now (an in-process store always does).
     async fn ping(&self) -> Result<(), Error> {
         Ok(())
+    }
+
+    /// Tells every instance sharing this store that `change` was made, so it drops what
+    /// it cached. A store no other instance shares has no one to tell (the default).
+    async fn announce(&self, _change: &Change) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// What instances sharing this store announce from now on (this one's announcements
+    /// included); `None` for a store no other instance shares (the default). After a lost
+    /// connection it yields [`Change::Everything`]: announcements may have been missed.
+    fn changes(&self) -> Option<broadcast::Receiver<Change>> {
+        None
     }
 }
 

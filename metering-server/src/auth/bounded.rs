@@ -50,6 +50,11 @@ impl<V: Expiring> BoundedMap<V> {
         self.entries.remove(key)
     }
 
+    /// Forgets every entry.
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
+
     /// How many entries are kept.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

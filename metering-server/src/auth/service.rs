@@ -206,7 +206,7 @@ pub struct AuthService {
     lockout: LockoutPolicy,
     signup_limit: RateSpec,
     dummy_hash: OnceCell<String>,
-    identities: Identities,
+    identities: Arc<Identities>,
 }
 
 impl std::fmt::Debug for AuthService {
@@ -283,6 +283,8 @@ impl AuthService {
     /// A service over `engine`, signing with `jwt_secret`, with the lifetimes, password cost
     /// and sign-up limit of `settings`.
     pub fn new(engine: Engine, settings: &Settings, jwt_secret: &[u8]) -> Result<Self, jsonwebtoken::errors::Error> {
+        let identities = Arc::new(Identities::new());
+        identities.listen(&engine);
         Ok(AuthService {
             engine,
             tokens: TokenKeys::new(jwt_secret)?,
@@ -292,7 +294,7 @@ impl AuthService {
             lockout: LockoutPolicy::default(),
             signup_limit: settings.signup_limit,
             dummy_hash: OnceCell::new(),
-            identities: Identities::new(),
+            identities,
         })
     }
 
@@ -518,9 +520,10 @@ impl AuthService {
         if let Some(user) = self.identities.user(id, now) {
             return Ok(Some(user));
         }
+        let read_at = self.identities.epoch();
         let user = self.engine.user(id).await?;
         if let Some(user) = &user {
-            self.identities.put_user(user, now);
+            self.identities.put_user(user, now, read_at);
         }
         Ok(user)
     }
@@ -531,9 +534,10 @@ impl AuthService {
         if let Some(key) = self.identities.key(hash, now) {
             return Ok(Some(key));
         }
+        let read_at = self.identities.epoch();
         let key = self.engine.api_key_by_hash(hash).await?;
         if let Some(key) = &key {
-            self.identities.put_key(key, now);
+            self.identities.put_key(key, now, read_at);
         }
         Ok(key)
     }

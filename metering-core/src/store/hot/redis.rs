@@ -43,13 +43,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fred::prelude::{
     Builder, ClientLike, Config, Error as RedisError, ErrorKind, HashesInterface, KeysInterface, LuaInterface,
-    ReconnectPolicy,
+    PubsubInterface, ReconnectPolicy,
 };
 use fred::types::scan::Scanner;
 use fred::types::scripts::Script;
 use fred::types::{Key, Value};
 use futures_util::StreamExt;
 
+mod changes;
+
+use self::changes::Announcements;
+use crate::changes::Change;
 use crate::clock::Timestamp;
 use crate::decision::{Decision, DenyReason, WindowStatus};
 use crate::error::Error;
@@ -153,6 +157,7 @@ pub struct RedisHot {
     client: fred::prelude::Client,
     prefix: String,
     scripts: Scripts,
+    announcements: Announcements,
 }
 
 impl RedisHot {
@@ -160,7 +165,8 @@ impl RedisHot {
     pub async fn connect(options: RedisOptions) -> Result<Self, Error> {
         let config = options.config()?;
         let timeout = options.timeout;
-        let client = Builder::from_config(config)
+        let mut builder = Builder::from_config(config);
+        builder
             .with_performance_config(|p| p.default_command_timeout = timeout)
             .with_connection_config(|c| {
                 c.connection_timeout = options.connect_timeout;
@@ -168,15 +174,18 @@ impl RedisHot {
                 // A script is never sent twice: a second run would count a call twice.
                 c.max_command_attempts = 1;
             })
-            .set_policy(ReconnectPolicy::new_exponential(0, 10, 1_000, 2))
-            .build()
-            .map_err(unavailable)?;
+            .set_policy(ReconnectPolicy::new_exponential(0, 10, 1_000, 2));
+        let client = builder.build().map_err(unavailable)?;
         client.connect();
         tokio::time::timeout(options.connect_timeout, client.wait_for_connect())
             .await
             .map_err(|_| Error::Unavailable(format!("redis: no connection within {:?}", options.connect_timeout)))?
             .map_err(unavailable)?;
-        let store = RedisHot { client, prefix: options.prefix, scripts: Scripts::new() };
+        let channel = format!("{}:changes", options.prefix);
+        let announcements = tokio::time::timeout(options.connect_timeout, Announcements::start(&builder, channel))
+            .await
+            .map_err(|_| Error::Unavailable(format!("redis: no connection within {:?}", options.connect_timeout)))??;
+        let store = RedisHot { client, prefix: options.prefix, scripts: Scripts::new(), announcements };
         for script in store.scripts.all() {
             script.load(&store.client).await.map_err(unavailable)?;
         }
@@ -607,6 +616,15 @@ impl HotStore for RedisHot {
 
     async fn ping(&self) -> Result<(), Error> {
         self.client.ping::<()>(None).await.map_err(unavailable)
+    }
+
+    async fn announce(&self, change: &Change) -> Result<(), Error> {
+        let channel = format!("{}:changes", self.prefix);
+        self.client.publish::<(), _, _>(channel, change.encode()).await.map_err(unavailable)
+    }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        Some(self.announcements.listen())
     }
 }
 
