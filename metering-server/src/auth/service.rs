@@ -55,15 +55,31 @@ const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupRequest {
-    /// Login e-mail (trimmed and lower-cased, at most 254 characters).
+    /// Login e-mail (trimmed and lower-cased, at most 254 characters): a local part of
+    /// 1 to 64 printable ASCII characters other than `@"(),:;<>[\]`, `@`, and a domain of
+    /// dot-separated labels of 1 to 63 letters, digits and inner `-`.
+    #[schema(
+        min_length = 3,
+        max_length = 254,
+        pattern = r"^\s*[!#-'*+\-./0-9=?A-Z^-~]{1,64}@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\s*$",
+        example = "ada@example.com"
+    )]
     pub email: String,
     /// 10 to 1,024 characters.
+    #[schema(min_length = 10, max_length = 1024)]
     pub password: String,
-    /// The new tenant's display name (default: the e-mail).
+    /// The new tenant's display name (default: the e-mail): 1 to 200 characters, not only
+    /// white space, no control characters.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: Option<String>,
-    /// The new tenant's plan (default `free`).
+    /// The new tenant's plan (default `free`), an existing plan's id: 1 to 64 of `[a-z0-9_-]`.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[a-z0-9_-]+$")]
     pub plan: Option<String>,
 }
 
@@ -121,13 +137,26 @@ pub struct SignupResponse {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
-    /// A label, 1-100 characters.
+    /// A label: 1 to 100 characters, not only white space, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
-    /// The service the key reports for, if bound to one.
+    /// The service the key reports for, if bound to one: 1 to 128 characters, not only
+    /// white space, no control characters.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub service_name: Option<String>,
-    /// The tenant the key acts for (default: the caller's; admins may name any).
+    /// The tenant the key acts for (default: the caller's; admins may name any): 1 to 64
+    /// of `[A-Za-z0-9_.:-]`.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:-]+$")]
     pub tenant_id: Option<String>,
     /// Admins only: a service key that acts for any tenant.
     #[serde(default)]
