@@ -728,7 +728,7 @@ impl AuthService {
                 user
             }
         };
-        self.engine.clear_login(&email).await?;
+        self.clear_logins(&email).await?;
         tracing::info!(admin = %email, tenant = %user.tenant_id, "admin ready");
         Ok(user)
     }
@@ -765,12 +765,21 @@ impl AuthService {
         Ok(id)
     }
 
-    /// Lifts the login lock of `email`; whether it was locked.
+    /// Lifts the login lock of `email`, and for an admin the locks of its logins from
+    /// each client address; whether the e-mail itself was locked.
     pub async fn unlock(&self, email: &str) -> Result<bool, ApiError> {
         let email = login_key(email);
         let was_locked = self.is_locked(&email).await?;
-        self.engine.clear_login(&email).await?;
+        self.clear_logins(&email).await?;
         Ok(was_locked)
+    }
+
+    /// Clears the failures and locks of the login `key`, from everywhere and from each
+    /// client address.
+    async fn clear_logins(&self, key: &str) -> Result<(), ApiError> {
+        self.engine.clear_login(key).await?;
+        self.engine.clear_logins_from(key).await?;
+        Ok(())
     }
 
     /// Whether the login `key` is locked now.
@@ -795,7 +804,7 @@ impl AuthService {
         let change = audit::Change { actor, action: "tenant.unlock", target: tenant.as_str(), before: None, after };
         self.engine.append_audit(&audit::entry(&self.engine, change)).await?;
         for key in &keys {
-            self.engine.clear_login(key).await?;
+            self.clear_logins(key).await?;
         }
         Ok(locked)
     }
