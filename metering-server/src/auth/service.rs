@@ -485,26 +485,12 @@ impl AuthService {
     /// `unauthenticated`; both an `Authorization` and an `X-API-Key` header answer 400
     /// `ambiguous_credentials` (which one names the caller is not guessed).
     pub async fn authenticate(&self, headers: &HeaderMap) -> Option<Result<Caller, ApiError>> {
-        if headers.contains_key(header::AUTHORIZATION) && headers.contains_key(API_KEY_HEADER) {
-            return Some(Err(ambiguous_credentials()));
+        match presented(headers) {
+            Err(e) => Some(Err(e)),
+            Ok(None) => None,
+            Ok(Some(Presented::Bearer(token))) => Some(self.authenticate_token(token).await),
+            Ok(Some(Presented::ApiKey(key))) => Some(self.authenticate_key(key).await),
         }
-        if let Some(value) = headers.get(header::AUTHORIZATION) {
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.split_once(' '))
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map(|(_, token)| token.trim());
-            return Some(match token {
-                Some(token) => self.authenticate_token(token).await,
-                None => Err(ApiError::unauthenticated("expected `Authorization: Bearer <token>`")),
-            });
-        }
-        let key = headers.get(API_KEY_HEADER)?;
-        Some(match key.to_str() {
-            Ok(key) => self.authenticate_key(key.trim()).await,
-            Err(_) => Err(ApiError::unauthenticated("the API key is invalid or revoked")),
-        })
     }
 
     /// The caller behind an access token.
@@ -833,6 +819,41 @@ fn attempt_key(email: &str, user: Option<&User>, client: Option<IpAddr>) -> Stri
     }
 }
 
+/// The credential a request presents, as read from its header fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Presented<'a> {
+    /// `Authorization: Bearer <token>` (the scheme in any case, the token trimmed).
+    Bearer(&'a str),
+    /// `X-API-Key: <key>` (trimmed).
+    ApiKey(&'a str),
+}
+
+/// Reads the credential of `headers`: `None` without one; 400 `ambiguous_credentials` for
+/// both an `Authorization` and an `X-API-Key` header; 401 `unauthenticated` for an
+/// `Authorization` that is not a bearer token, or a value that is not visible ASCII text.
+pub(crate) fn presented(headers: &HeaderMap) -> Result<Option<Presented<'_>>, ApiError> {
+    if headers.contains_key(header::AUTHORIZATION) && headers.contains_key(API_KEY_HEADER) {
+        return Err(ambiguous_credentials());
+    }
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        return match token {
+            Some(token) => Ok(Some(Presented::Bearer(token))),
+            None => Err(ApiError::unauthenticated("expected `Authorization: Bearer <token>`")),
+        };
+    }
+    let Some(key) = headers.get(API_KEY_HEADER) else { return Ok(None) };
+    match key.to_str() {
+        Ok(key) => Ok(Some(Presented::ApiKey(key.trim()))),
+        Err(_) => Err(ApiError::unauthenticated("the API key is invalid or revoked")),
+    }
+}
+
 /// Whether an admin's change to `key` is outside its own tenant (another tenant's key, or
 /// a service key that acts for any): such changes are audited like every other admin change.
 fn outside_own_tenant(caller: &Caller, key: &ApiKey) -> bool {
@@ -859,5 +880,63 @@ mod tests {
         assert!(tenant_id_for("...@example.com").unwrap().as_str().starts_with("tenant-"));
         assert_eq!(hash_api_key("mk_x").len(), 64);
         assert_eq!(retry_secs(Duration::from_millis(1_001)), 2);
+    }
+
+    #[test]
+    fn credentials_are_read_from_one_header() {
+        let headers = |fields: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (name, value) in fields {
+                h.append(header::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+            }
+            h
+        };
+        assert_eq!(presented(&headers(&[])), Ok(None));
+        assert_eq!(presented(&headers(&[("authorization", "bearer  t ")])), Ok(Some(Presented::Bearer("t"))));
+        assert_eq!(presented(&headers(&[("x-api-key", " mk_1 ")])), Ok(Some(Presented::ApiKey("mk_1"))));
+        assert_eq!(presented(&headers(&[("authorization", "Basic x")])).unwrap_err().status, StatusCode::UNAUTHORIZED);
+        let both = presented(&headers(&[("authorization", "Bearer t"), ("x-api-key", "mk_1")])).unwrap_err();
+        assert_eq!((both.status, both.code), (StatusCode::BAD_REQUEST, "ambiguous_credentials"));
+    }
+
+    #[test]
+    fn fuzz_credential_headers() {
+        use proptest::prelude::*;
+        let name = prop::sample::select(vec!["authorization", "Authorization", "x-api-key", "X-API-Key", "cookie"]);
+        let value = prop_oneof![
+            crate::fuzz::mutations_of("Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig".to_owned()).prop_map(String::into_bytes),
+            crate::fuzz::mutations_of(format!("{API_KEY_PREFIX}{}", "ab".repeat(32))).prop_map(String::into_bytes),
+            prop::collection::vec(any::<u8>(), 0..48),
+        ];
+        let fields = prop::collection::vec((name, value), 0..4);
+        crate::fuzz::run("credential headers", fields, |fields| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in &fields {
+                if let Ok(value) = axum::http::HeaderValue::from_bytes(value) {
+                    headers.append(header::HeaderName::from_static(lower(name)), value);
+                }
+            }
+            let auth = headers.contains_key(header::AUTHORIZATION);
+            let key = headers.contains_key(API_KEY_HEADER);
+            match presented(&headers) {
+                Err(e) if auth && key && e.code == "ambiguous_credentials" && e.status == StatusCode::BAD_REQUEST => {
+                    Ok(())
+                }
+                Err(e) if !(auth && key) && e.status == StatusCode::UNAUTHORIZED => Ok(()),
+                Ok(None) if !auth && !key => Ok(()),
+                Ok(Some(Presented::Bearer(t))) if auth && !key && t == t.trim() => Ok(()),
+                Ok(Some(Presented::ApiKey(k))) if key && !auth && k == k.trim() => Ok(()),
+                other => Err(format!("{fields:?} read as {other:?}")),
+            }
+        });
+    }
+
+    /// A header name in the lower case `HeaderName::from_static` takes.
+    fn lower(name: &str) -> &'static str {
+        match name.to_ascii_lowercase().as_str() {
+            "authorization" => "authorization",
+            "x-api-key" => "x-api-key",
+            _ => "cookie",
+        }
     }
 }
