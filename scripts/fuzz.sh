@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Fuzzing at scale: the track event parser, the batch parser, JWT verification and the
-# cursor decoder, each fed CASES generated and mutated inputs (default 10^6) by proptest;
-# prints the count per target and fails on the first input that panics or is mishandled.
+# Fuzzing at scale: the track event parser, the batch parser, JWT verification, the
+# credential header fields (a bearer token, an API key, both) and the cursor decoder,
+# each fed CASES generated and mutated inputs (default 10^6) by proptest; prints the count
+# per target and fails on the first input that panics or is mishandled.
 #
 #   scripts/fuzz.sh                  # 10^6 inputs per target
 #   CASES=10000 scripts/fuzz.sh      # a short pass

@@ -872,6 +872,12 @@ impl Engine {
         self.inner.hot.clear_login(key).await
     }
 
+    /// Clears the failures and locks of `key` counted per client address (see
+    /// [`HotStore::clear_logins_from`]).
+    pub async fn clear_logins_from(&self, key: &str) -> Result<(), Error> {
+        self.inner.hot.clear_logins_from(key).await
+    }
+
     /// Refuses the access token with id `jti` from now until `until`, when it expires.
     pub async fn revoke_token(&self, jti: &str, until: Timestamp) -> Result<(), Error> {
         self.inner.hot.revoke_token(jti, self.now(), until).await

@@ -157,6 +157,7 @@ impl fmt::Display for Per {
 
 /// One rate-limit window: at most `max` allowed calls per `per`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limit {
     /// The most calls allowed in the window.
     pub max: NonZeroU32,
@@ -200,12 +201,12 @@ impl PremiumAccess {
     }
 }
 
-/// JSON form: `true`, `false`, or a list of allowed premium features.
+/// JSON form: `true`, `false`, or a list of allowed premium features, each listed once.
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
 enum PremiumRepr {
     Flag(bool),
-    Features(BTreeSet<String>),
+    Features(Vec<String>),
 }
 
 impl Serialize for PremiumAccess {
@@ -213,7 +214,7 @@ impl Serialize for PremiumAccess {
         match self {
             PremiumAccess::None => PremiumRepr::Flag(false),
             PremiumAccess::All => PremiumRepr::Flag(true),
-            PremiumAccess::Features(f) => PremiumRepr::Features(f.clone()),
+            PremiumAccess::Features(f) => PremiumRepr::Features(f.iter().cloned().collect()),
         }
         .serialize(s)
     }
@@ -224,7 +225,14 @@ impl<'de> Deserialize<'de> for PremiumAccess {
         Ok(match PremiumRepr::deserialize(d)? {
             PremiumRepr::Flag(false) => PremiumAccess::None,
             PremiumRepr::Flag(true) => PremiumAccess::All,
-            PremiumRepr::Features(f) => PremiumAccess::Features(f),
+            PremiumRepr::Features(list) => {
+                let len = list.len();
+                let set: BTreeSet<String> = list.into_iter().collect();
+                if set.len() != len {
+                    return Err(serde::de::Error::custom("a premium feature is listed twice"));
+                }
+                PremiumAccess::Features(set)
+            }
         })
     }
 }
@@ -404,5 +412,6 @@ mod tests {
         let some: PremiumAccess = serde_json::from_str(r#"["gpt"]"#).unwrap();
         assert!(some.allows(Some("gpt")) && !some.allows(Some("x")) && !some.allows(None));
         assert_eq!(serde_json::to_string(&PremiumAccess::None).unwrap(), "false");
+        assert!(serde_json::from_str::<PremiumAccess>(r#"["gpt","gpt"]"#).is_err());
     }
 }

@@ -550,3 +550,18 @@ async fn the_openapi_document_describes_every_route() {
     assert!(docs.text.to_lowercase().contains("swagger"), "{}", docs.text);
     let _ = ADMIN_EMAIL;
 }
+
+#[tokio::test]
+async fn an_unlock_clears_an_admins_lock_from_a_client_address() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    for _ in 0..5 {
+        s.login(common::ADMIN_EMAIL, "a wrong password").await;
+    }
+    // Locked from this address (the only one the test speaks from).
+    s.login(common::ADMIN_EMAIL, common::ADMIN_PASSWORD).await.assert_error(423, None);
+    let a = s.http.post("/admin/tenants/platform/unlock", Some(&admin), &json!({})).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let a = s.login(common::ADMIN_EMAIL, common::ADMIN_PASSWORD).await;
+    assert_eq!(a.status, 200, "the unlock clears the lock from every address: {}", a.text);
+}

@@ -728,6 +728,9 @@ impl HotStore for KeyCountsFail {
     async fn clear_login(&self, key: &str) -> Result<(), CoreError> {
         self.0.clear_login(key).await
     }
+    async fn clear_logins_from(&self, key: &str) -> Result<(), CoreError> {
+        self.0.clear_logins_from(key).await
+    }
     async fn revoke_token(&self, jti: &str, now: Timestamp, until: Timestamp) -> Result<(), CoreError> {
         self.0.revoke_token(jti, now, until).await
     }

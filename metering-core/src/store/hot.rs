@@ -142,6 +142,9 @@ pub trait HotStore: Send + Sync + 'static {
     async fn login_guard(&self, key: &str, now: Timestamp, policy: LockoutPolicy) -> Result<LoginGuard, Error>;
     /// Clears failures and lock of `key` (a successful login, or an admin's unlock).
     async fn clear_login(&self, key: &str) -> Result<(), Error>;
+    /// Clears failures and locks of `key` counted per client address, every key
+    /// `{key} from {address}` (an admin's unlock of an account locked from some addresses).
+    async fn clear_logins_from(&self, key: &str) -> Result<(), Error>;
 
     /// Refuses the access token with id `jti` from `now` on; remembered until `until`,
     /// when the token expires anyway.

@@ -55,15 +55,31 @@ const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupRequest {
-    /// Login e-mail (trimmed and lower-cased, at most 254 characters).
+    /// Login e-mail (trimmed and lower-cased, at most 254 characters): a local part of
+    /// 1 to 64 printable ASCII characters other than `@"(),:;<>[\]`, `@`, and a domain of
+    /// dot-separated labels of 1 to 63 letters, digits and inner `-`.
+    #[schema(
+        min_length = 3,
+        max_length = 254,
+        pattern = r"^\s*[!#-'*+\-./0-9=?A-Z^-~]{1,64}@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\s*$",
+        example = "ada@example.com"
+    )]
     pub email: String,
     /// 10 to 1,024 characters.
+    #[schema(min_length = 10, max_length = 1024)]
     pub password: String,
-    /// The new tenant's display name (default: the e-mail).
+    /// The new tenant's display name (default: the e-mail): 1 to 200 characters, not only
+    /// white space, no control characters.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: Option<String>,
-    /// The new tenant's plan (default `free`).
+    /// The new tenant's plan (default `free`), an existing plan's id: 1 to 64 of `[a-z0-9_-]`.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[a-z0-9_-]+$")]
     pub plan: Option<String>,
 }
 
@@ -121,13 +137,26 @@ pub struct SignupResponse {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
-    /// A label, 1-100 characters.
+    /// A label: 1 to 100 characters, not only white space, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
-    /// The service the key reports for, if bound to one.
+    /// The service the key reports for, if bound to one: 1 to 128 characters, not only
+    /// white space, no control characters.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub service_name: Option<String>,
-    /// The tenant the key acts for (default: the caller's; admins may name any).
+    /// The tenant the key acts for (default: the caller's; admins may name any): 1 to 64
+    /// of `[A-Za-z0-9_.:-]`.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:-]+$")]
     pub tenant_id: Option<String>,
     /// Admins only: a service key that acts for any tenant.
     #[serde(default)]
@@ -458,26 +487,12 @@ impl AuthService {
     /// `unauthenticated`; both an `Authorization` and an `X-API-Key` header answer 400
     /// `ambiguous_credentials` (which one names the caller is not guessed).
     pub async fn authenticate(&self, headers: &HeaderMap) -> Option<Result<Caller, ApiError>> {
-        if headers.contains_key(header::AUTHORIZATION) && headers.contains_key(API_KEY_HEADER) {
-            return Some(Err(ambiguous_credentials()));
+        match presented(headers) {
+            Err(e) => Some(Err(e)),
+            Ok(None) => None,
+            Ok(Some(Presented::Bearer(token))) => Some(self.authenticate_token(token).await),
+            Ok(Some(Presented::ApiKey(key))) => Some(self.authenticate_key(key).await),
         }
-        if let Some(value) = headers.get(header::AUTHORIZATION) {
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.split_once(' '))
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map(|(_, token)| token.trim());
-            return Some(match token {
-                Some(token) => self.authenticate_token(token).await,
-                None => Err(ApiError::unauthenticated("expected `Authorization: Bearer <token>`")),
-            });
-        }
-        let key = headers.get(API_KEY_HEADER)?;
-        Some(match key.to_str() {
-            Ok(key) => self.authenticate_key(key.trim()).await,
-            Err(_) => Err(ApiError::unauthenticated("the API key is invalid or revoked")),
-        })
     }
 
     /// The caller behind an access token.
@@ -703,7 +718,7 @@ impl AuthService {
                 user
             }
         };
-        self.engine.clear_login(&email).await?;
+        self.clear_logins(&email).await?;
         tracing::info!(admin = %email, tenant = %user.tenant_id, "admin ready");
         Ok(user)
     }
@@ -740,12 +755,21 @@ impl AuthService {
         Ok(id)
     }
 
-    /// Lifts the login lock of `email`; whether it was locked.
+    /// Lifts the login lock of `email`, and for an admin the locks of its logins from
+    /// each client address; whether the e-mail itself was locked.
     pub async fn unlock(&self, email: &str) -> Result<bool, ApiError> {
         let email = login_key(email);
         let was_locked = self.is_locked(&email).await?;
-        self.engine.clear_login(&email).await?;
+        self.clear_logins(&email).await?;
         Ok(was_locked)
+    }
+
+    /// Clears the failures and locks of the login `key`, from everywhere and from each
+    /// client address.
+    async fn clear_logins(&self, key: &str) -> Result<(), ApiError> {
+        self.engine.clear_login(key).await?;
+        self.engine.clear_logins_from(key).await?;
+        Ok(())
     }
 
     /// Whether the login `key` is locked now.
@@ -770,7 +794,7 @@ impl AuthService {
         let change = audit::Change { actor, action: "tenant.unlock", target: tenant.as_str(), before: None, after };
         self.engine.append_audit(&audit::entry(&self.engine, change)).await?;
         for key in &keys {
-            self.engine.clear_login(key).await?;
+            self.clear_logins(key).await?;
         }
         Ok(locked)
     }
@@ -796,6 +820,41 @@ fn attempt_key(email: &str, user: Option<&User>, client: Option<IpAddr>) -> Stri
     match (user, client) {
         (Some(user), Some(ip)) if user.role == Role::Admin => format!("{email} from {ip}"),
         _ => email.to_owned(),
+    }
+}
+
+/// The credential a request presents, as read from its header fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Presented<'a> {
+    /// `Authorization: Bearer <token>` (the scheme in any case, the token trimmed).
+    Bearer(&'a str),
+    /// `X-API-Key: <key>` (trimmed).
+    ApiKey(&'a str),
+}
+
+/// Reads the credential of `headers`: `None` without one; 400 `ambiguous_credentials` for
+/// both an `Authorization` and an `X-API-Key` header; 401 `unauthenticated` for an
+/// `Authorization` that is not a bearer token, or a value that is not visible ASCII text.
+pub(crate) fn presented(headers: &HeaderMap) -> Result<Option<Presented<'_>>, ApiError> {
+    if headers.contains_key(header::AUTHORIZATION) && headers.contains_key(API_KEY_HEADER) {
+        return Err(ambiguous_credentials());
+    }
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        return match token {
+            Some(token) => Ok(Some(Presented::Bearer(token))),
+            None => Err(ApiError::unauthenticated("expected `Authorization: Bearer <token>`")),
+        };
+    }
+    let Some(key) = headers.get(API_KEY_HEADER) else { return Ok(None) };
+    match key.to_str() {
+        Ok(key) => Ok(Some(Presented::ApiKey(key.trim()))),
+        Err(_) => Err(ApiError::unauthenticated("the API key is invalid or revoked")),
     }
 }
 
@@ -825,5 +884,63 @@ mod tests {
         assert!(tenant_id_for("...@example.com").unwrap().as_str().starts_with("tenant-"));
         assert_eq!(hash_api_key("mk_x").len(), 64);
         assert_eq!(retry_secs(Duration::from_millis(1_001)), 2);
+    }
+
+    #[test]
+    fn credentials_are_read_from_one_header() {
+        let headers = |fields: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (name, value) in fields {
+                h.append(header::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+            }
+            h
+        };
+        assert_eq!(presented(&headers(&[])), Ok(None));
+        assert_eq!(presented(&headers(&[("authorization", "bearer  t ")])), Ok(Some(Presented::Bearer("t"))));
+        assert_eq!(presented(&headers(&[("x-api-key", " mk_1 ")])), Ok(Some(Presented::ApiKey("mk_1"))));
+        assert_eq!(presented(&headers(&[("authorization", "Basic x")])).unwrap_err().status, StatusCode::UNAUTHORIZED);
+        let both = presented(&headers(&[("authorization", "Bearer t"), ("x-api-key", "mk_1")])).unwrap_err();
+        assert_eq!((both.status, both.code), (StatusCode::BAD_REQUEST, "ambiguous_credentials"));
+    }
+
+    #[test]
+    fn fuzz_credential_headers() {
+        use proptest::prelude::*;
+        let name = prop::sample::select(vec!["authorization", "Authorization", "x-api-key", "X-API-Key", "cookie"]);
+        let value = prop_oneof![
+            crate::fuzz::mutations_of("Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig".to_owned()).prop_map(String::into_bytes),
+            crate::fuzz::mutations_of(format!("{API_KEY_PREFIX}{}", "ab".repeat(32))).prop_map(String::into_bytes),
+            prop::collection::vec(any::<u8>(), 0..48),
+        ];
+        let fields = prop::collection::vec((name, value), 0..4);
+        crate::fuzz::run("credential headers", fields, |fields| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in &fields {
+                if let Ok(value) = axum::http::HeaderValue::from_bytes(value) {
+                    headers.append(header::HeaderName::from_static(lower(name)), value);
+                }
+            }
+            let auth = headers.contains_key(header::AUTHORIZATION);
+            let key = headers.contains_key(API_KEY_HEADER);
+            match presented(&headers) {
+                Err(e) if auth && key && e.code == "ambiguous_credentials" && e.status == StatusCode::BAD_REQUEST => {
+                    Ok(())
+                }
+                Err(e) if !(auth && key) && e.status == StatusCode::UNAUTHORIZED => Ok(()),
+                Ok(None) if !auth && !key => Ok(()),
+                Ok(Some(Presented::Bearer(t))) if auth && !key && t == t.trim() => Ok(()),
+                Ok(Some(Presented::ApiKey(k))) if key && !auth && k == k.trim() => Ok(()),
+                other => Err(format!("{fields:?} read as {other:?}")),
+            }
+        });
+    }
+
+    /// A header name in the lower case `HeaderName::from_static` takes.
+    fn lower(name: &str) -> &'static str {
+        match name.to_ascii_lowercase().as_str() {
+            "authorization" => "authorization",
+            "x-api-key" => "x-api-key",
+            _ => "cookie",
+        }
     }
 }

@@ -23,6 +23,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use metering_core::plan::{MAX_LIMITS, MAX_PREMIUM_FEATURES};
+
 use crate::auth::{Caller, PLATFORM_TENANT};
 use crate::routes::tenant::{
     ApiQuery, CreditsBody, GroupBody, TenantBody, UsagePage, UsageParams, summary, time_range, usage_page,
@@ -32,6 +34,8 @@ use crate::{ApiError, ApiJson, ApiPath, AppState};
 
 use crate::audit;
 
+/// The most calls a smooth window (second, minute, hour) may allow.
+const MAX_SMOOTH_CALLS: u64 = 1_000_000;
 /// The most credits one grant or claw-back may move.
 const MAX_GRANT: i64 = 1_000_000_000;
 /// Tenants per page when `limit` is not given.
@@ -84,9 +88,11 @@ fn to_json<T: Serialize>(value: &T) -> Option<Value> {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct TenantsParams {
-    /// The `next_after` of the previous page.
+    /// The `next_after` of the previous page (a tenant id: 1 to 64 of `[A-Za-z0-9_.:-]`).
+    #[param(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:-]+$")]
     after: Option<String>,
     /// Tenants per page: 1 to 1,000, default 50.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
@@ -145,7 +151,7 @@ pub(crate) struct TenantDetail {
     get,
     path = "/admin/tenants/{id}",
     tag = "admin",
-    params(("id" = String, Path, description = "the tenant's id")),
+    params(("id" = String, Path, description = "the tenant's id: 1 to 64 of `[A-Za-z0-9_.:-]`", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:-]+$")),
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "the tenant and its balance", body = TenantDetail),
@@ -184,8 +190,8 @@ pub(crate) enum StatusBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TenantPatch {
-    /// Move to this (existing) plan.
-    #[schema(example = "pro")]
+    /// Move to this (existing) plan: 1 to 64 of `[a-z0-9_-]`.
+    #[schema(example = "pro", min_length = 1, max_length = 64, pattern = r"^[a-z0-9_-]+$")]
     plan: Option<String>,
     /// Suspend or reactivate.
     status: Option<StatusBody>,
@@ -199,7 +205,7 @@ pub(crate) struct TenantPatch {
     patch,
     path = "/admin/tenants/{id}",
     tag = "admin",
-    params(("id" = String, Path, description = "the tenant's id")),
+    params(("id" = String, Path, description = "the tenant's id: 1 to 64 of `[A-Za-z0-9_.:-]`", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:-]+$")),
     request_body = TenantPatch,
     security(("bearer" = []), ("api_key" = [])),
     responses(
@@ -264,11 +270,29 @@ async fn update_tenant(
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreditsChange {
     /// Credits to add (negative: to remove); not zero, at most 1,000,000,000 either way.
-    #[schema(example = 500)]
+    #[schema(example = 500, schema_with = amount_schema)]
     amount: i64,
-    /// Why: 1 to 256 characters.
-    #[schema(example = "goodwill after the outage")]
+    /// Why: 1 to 256 characters, not only white space, no control characters.
+    #[schema(
+        example = "goodwill after the outage",
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     reason: String,
+}
+
+/// `amount` as written: -1,000,000,000 to -1, or 1 to 1,000,000,000.
+fn amount_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    let range = |min: i64, max: i64| {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(min))
+            .maximum(Some(max))
+    };
+    OneOfBuilder::new().item(range(-MAX_GRANT, -1)).item(range(1, MAX_GRANT)).build().into()
 }
 
 /// The balance after a grant.
@@ -288,7 +312,7 @@ pub(crate) struct GrantResult {
     post,
     path = "/admin/tenants/{id}/credits",
     tag = "admin",
-    params(("id" = String, Path, description = "the tenant's id")),
+    params(("id" = String, Path, description = "the tenant's id: 1 to 64 of `[A-Za-z0-9_.:-]`", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:-]+$")),
     request_body = CreditsChange,
     security(("bearer" = []), ("api_key" = [])),
     responses(
@@ -354,7 +378,7 @@ pub(crate) struct UnlockResult {
     post,
     path = "/admin/tenants/{id}/unlock",
     tag = "admin",
-    params(("id" = String, Path, description = "the tenant's id")),
+    params(("id" = String, Path, description = "the tenant's id: 1 to 64 of `[A-Za-z0-9_.:-]`", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:-]+$")),
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "the users were unlocked", body = UnlockResult),
@@ -413,33 +437,35 @@ async fn acknowledge_damage(
     Ok(Json(DamageAcknowledged { acknowledged }))
 }
 
-/// One rate-limit window of a plan.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code, reason = "describes `metering_core::Limit`'s JSON form in the OpenAPI document")]
-pub(crate) struct LimitSchema {
-    /// The most calls in the window (at least 1).
-    #[schema(minimum = 1, example = 10)]
-    max: u32,
-    /// `second`, `minute`, `hour` (smooth limits) or `day`, `month` (calendar quotas).
-    #[schema(example = "day")]
-    per: String,
-}
-
-/// One pricing rule of a plan.
-#[derive(Debug, ToSchema)]
+/// One pricing rule of a plan; a field left out matches every call.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code, reason = "describes `metering_core::PricingRule`'s JSON form in the OpenAPI document")]
 pub(crate) struct PricingSchema {
-    /// Only calls to this endpoint.
+    /// Only calls to this endpoint: 1 to 512 characters, not only white space, no control
+    /// characters.
+    #[schema(
+        min_length = 1,
+        max_length = 512,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     endpoint: Option<String>,
-    /// Only calls with this method.
+    /// Only calls with this method (upper case).
+    #[schema(pattern = r"^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)$")]
     method: Option<String>,
-    /// Only calls of this feature.
+    /// Only calls of this feature: 1 to 64 of `[A-Za-z0-9_.:-]`.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:-]+$")]
     feature: Option<String>,
-    /// Only calls in this region.
+    /// Only calls in this region: 1 to 64 of `[A-Za-z0-9_.:-]`.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:-]+$")]
     region: Option<String>,
-    /// Credits per call.
+    /// Credits per call: 0 to 1,000,000, default 0.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1_000_000)]
     per_call: u64,
-    /// Credits per reported unit (`credits_used`).
+    /// Credits per reported unit (`credits_used`): 0 to 1,000,000, default 0.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1_000_000)]
     per_unit: u64,
 }
 
@@ -448,42 +474,86 @@ pub(crate) struct PricingSchema {
 #[serde(deny_unknown_fields)]
 pub(crate) struct PlanBody {
     /// The plan's id: 1 to 64 of `[a-z0-9_-]`.
-    #[schema(value_type = String, example = "starter")]
+    #[schema(value_type = String, example = "starter", nullable = false, min_length = 1, max_length = 64, pattern = r"^[a-z0-9_-]+$")]
     #[serde(default)]
     id: Option<PlanId>,
-    /// A human-readable name: 1 to 128 characters.
-    #[schema(example = "Starter")]
+    /// A human-readable name: 1 to 128 characters, not only white space, no control
+    /// characters.
+    #[schema(
+        example = "Starter",
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     name: String,
-    /// Credits granted at the start of every billing period (at most 10^12).
-    #[schema(example = 1000)]
+    /// Credits granted at the start of every billing period: 0 to 10^12.
+    #[schema(example = 1000, minimum = 0, maximum = 1_000_000_000_000_u64)]
     monthly_credits: u64,
-    /// Rate-limit windows, at most one per `per`; every one must admit a call.
+    /// Rate-limit windows, at most one per `per` (so at most 5); every one must admit a
+    /// call. A smooth window (`second`, `minute`, `hour`) allows 1 to 1,000,000 calls, a
+    /// calendar quota (`day`, `month`) 1 to 4,294,967,295.
     #[serde(default)]
-    #[schema(value_type = Vec<LimitSchema>)]
+    #[schema(schema_with = limits_schema)]
     limits: Vec<Limit>,
     /// Premium access: `true`, `false`, or a list of allowed premium features.
     #[serde(default)]
     #[schema(schema_with = premium_schema, example = false)]
     premium: PremiumAccess,
-    /// How far below zero the balance may go (0: calls are refused at zero credits).
+    /// How far below zero the balance may go: 0 to 10^12 (0: calls are refused at zero
+    /// credits).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_u64)]
     overdraft: u64,
-    /// Prices; a call no rule matches costs its own `credits_used`.
+    /// Prices, at most 64 rules; a call no rule matches costs its own `credits_used`.
     #[serde(default)]
-    #[schema(value_type = Vec<PricingSchema>)]
+    #[schema(value_type = Vec<PricingSchema>, max_items = 64)]
     pricing: Vec<PricingRule>,
 }
 
-/// `premium` as written: a boolean, or a list of premium features (1 to 64 of
+/// `premium` as written: a boolean, or a list of at most 64 premium features (1 to 64 of
 /// `[A-Za-z0-9_.:-]` each).
 fn premium_schema() -> utoipa::openapi::schema::Schema {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
-    let feature = ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).max_length(Some(64));
+    let feature = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(64))
+        .pattern(Some(r"^[A-Za-z0-9_.:-]+$"));
     OneOfBuilder::new()
         .item(ObjectBuilder::new().schema_type(Type::Boolean))
-        .item(ArrayBuilder::new().items(feature).unique_items(true))
+        .item(ArrayBuilder::new().items(feature).unique_items(true).max_items(Some(MAX_PREMIUM_FEATURES)))
         .build()
         .into()
+}
+
+/// `limits` as written: at most one window per `per`; a smooth one (`second`, `minute`,
+/// `hour`) of 1 to 1,000,000 calls, a calendar one (`day`, `month`) of 1 to `u32::MAX`.
+fn limits_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{
+        AdditionalProperties, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type,
+    };
+    let window = |pers: &[&str], max: u64, description: &str| {
+        let per = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(pers.iter().copied()))
+            .description(Some(description));
+        let calls = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(1))
+            .maximum(Some(max))
+            .description(Some("the most calls in the window"));
+        ObjectBuilder::new()
+            .property("max", calls)
+            .required("max")
+            .property("per", per)
+            .required("per")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+    };
+    let smooth = window(&["second", "minute", "hour"], MAX_SMOOTH_CALLS, "a smooth limit (GCRA)");
+    let calendar = window(&["day", "month"], u64::from(u32::MAX), "an exact quota over a UTC calendar window");
+    let one = OneOfBuilder::new().item(smooth).item(calendar);
+    ArrayBuilder::new().items(one).max_items(Some(MAX_LIMITS)).build().into()
 }
 
 impl PlanBody {
@@ -581,7 +651,7 @@ async fn create_plan(
     put,
     path = "/admin/plans/{id}",
     tag = "admin",
-    params(("id" = String, Path, description = "the plan's id")),
+    params(("id" = String, Path, description = "the plan's id: 1 to 64 of `[a-z0-9_-]`", min_length = 1, max_length = 64, pattern = r"^[a-z0-9_-]+$")),
     request_body = PlanBody,
     security(("bearer" = []), ("api_key" = [])),
     responses(
@@ -624,21 +694,31 @@ async fn replace_plan(
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct AdminUsageParams {
-    /// Only this tenant.
+    /// Only this tenant: 1 to 64 of `[A-Za-z0-9_.:-]`.
+    #[param(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:-]+$")]
     tenant_id: Option<String>,
-    /// Only this service.
+    /// Only this service: 1 to 128 characters.
+    #[param(min_length = 1, max_length = 128)]
     service: Option<String>,
-    /// Only this endpoint (route template).
+    /// Only this endpoint (route template): 1 to 512 characters.
+    #[param(min_length = 1, max_length = 512)]
     endpoint: Option<String>,
-    /// Only this method.
+    /// Only this method: `GET`, `POST`, `PUT`, `PATCH`, `DELETE`, `HEAD` or `OPTIONS`, in any case.
+    #[param(
+        pattern = r"^([Gg][Ee][Tt]|[Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee]|[Hh][Ee][Aa][Dd]|[Oo][Pp][Tt][Ii][Oo][Nn][Ss])$"
+    )]
     method: Option<String>,
     /// Event timestamps at or after this (RFC 3339).
+    #[param(format = DateTime)]
     from: Option<String>,
-    /// Event timestamps before this (RFC 3339).
+    /// Event timestamps before this (RFC 3339), after `from`.
+    #[param(format = DateTime)]
     to: Option<String>,
     /// Items per page: 1 to 1,000, default 50.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page: `v1` and lower-case hex, at most 1,024 characters.
+    #[param(min_length = 36, max_length = 1024, pattern = r"^v1([0-9a-f]{2})+$")]
     cursor: Option<String>,
 }
 
@@ -683,8 +763,10 @@ async fn admin_usage(
 #[into_params(parameter_in = Query)]
 pub(crate) struct StatsParams {
     /// Event timestamps at or after this (RFC 3339).
+    #[param(format = DateTime)]
     from: Option<String>,
-    /// Event timestamps before this (RFC 3339).
+    /// Event timestamps before this (RFC 3339), after `from`.
+    #[param(format = DateTime)]
     to: Option<String>,
 }
 
@@ -753,9 +835,11 @@ async fn stats(
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct AuditParams {
-    /// The `next_before` of the previous page (an entry id).
+    /// The `next_before` of the previous page (an entry id: 1 to 64 of hex digits and `-`).
+    #[param(min_length = 1, max_length = 64, pattern = r"^[0-9A-Fa-f-]+$")]
     before: Option<String>,
     /// Entries per page: 1 to 1,000, default 50.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 

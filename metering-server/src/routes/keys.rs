@@ -54,11 +54,16 @@ async fn create_key(
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct KeysParams {
-    /// Only this tenant's keys (admins; a user may name only its own).
+    /// Only this tenant's keys (admins; a user may name only its own): 1 to 64 of
+    /// `[A-Za-z0-9_.:-]`.
+    #[param(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:-]+$")]
     tenant_id: Option<String>,
-    /// The `next_after` of the previous page (admins listing every tenant's keys).
+    /// The `next_after` of the previous page (admins listing every tenant's keys): 1 to
+    /// 128 characters.
+    #[param(min_length = 1, max_length = 128)]
     after: Option<String>,
     /// Keys per page of every tenant's keys: 1 to 1,000, default 100.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
@@ -87,7 +92,7 @@ async fn list_keys(
         },
     };
     if let Some(a) = &params.after
-        && (a.is_empty() || a.len() > 128)
+        && (a.is_empty() || a.chars().count() > 128)
     {
         return Err(ApiError::invalid("after", "not a key id"));
     }

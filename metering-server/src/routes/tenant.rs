@@ -210,19 +210,28 @@ async fn credits(State(state): State<AppState>, caller: Caller) -> Result<Json<C
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct UsageParams {
-    /// Only this service.
+    /// Only this service: 1 to 128 characters.
+    #[param(min_length = 1, max_length = 128)]
     pub(crate) service: Option<String>,
-    /// Only this endpoint (route template).
+    /// Only this endpoint (route template): 1 to 512 characters.
+    #[param(min_length = 1, max_length = 512)]
     pub(crate) endpoint: Option<String>,
-    /// Only this method.
+    /// Only this method: `GET`, `POST`, `PUT`, `PATCH`, `DELETE`, `HEAD` or `OPTIONS`, in any case.
+    #[param(
+        pattern = r"^([Gg][Ee][Tt]|[Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee]|[Hh][Ee][Aa][Dd]|[Oo][Pp][Tt][Ii][Oo][Nn][Ss])$"
+    )]
     pub(crate) method: Option<String>,
     /// Event timestamps at or after this (RFC 3339).
+    #[param(format = DateTime)]
     pub(crate) from: Option<String>,
-    /// Event timestamps before this (RFC 3339).
+    /// Event timestamps before this (RFC 3339), after `from`.
+    #[param(format = DateTime)]
     pub(crate) to: Option<String>,
     /// Items per page: 1 to 1,000, default 50.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     pub(crate) limit: Option<String>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page: `v1` and lower-case hex, at most 1,024 characters.
+    #[param(min_length = 36, max_length = 1024, pattern = r"^v1([0-9a-f]{2})+$")]
     pub(crate) cursor: Option<String>,
 }
 
@@ -393,11 +402,29 @@ async fn usage(
 #[into_params(parameter_in = Query)]
 pub(crate) struct SummaryParams {
     /// `service` (default), `endpoint`, `method` or `day`.
+    #[param(value_type = Option<GroupByParam>)]
     group_by: Option<String>,
     /// Event timestamps at or after this (RFC 3339).
+    #[param(format = DateTime)]
     from: Option<String>,
-    /// Event timestamps before this (RFC 3339).
+    /// Event timestamps before this (RFC 3339), after `from`.
+    #[param(format = DateTime)]
     to: Option<String>,
+}
+
+/// What a usage summary groups by.
+#[derive(Debug, Clone, Copy, ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code, reason = "describes `group_by` in the OpenAPI document")]
+pub(crate) enum GroupByParam {
+    /// By service.
+    Service,
+    /// By endpoint.
+    Endpoint,
+    /// By method.
+    Method,
+    /// By UTC day.
+    Day,
 }
 
 /// One group of a usage summary.

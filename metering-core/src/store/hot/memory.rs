@@ -427,6 +427,12 @@ impl HotStore for MemoryHot {
         Ok(())
     }
 
+    async fn clear_logins_from(&self, key: &str) -> Result<(), Error> {
+        let prefix = format!("{key} from ");
+        self.logins.lock().keys.retain(|k, _| !k.starts_with(&prefix));
+        Ok(())
+    }
+
     async fn revoke_token(&self, jti: &str, now: Timestamp, until: Timestamp) -> Result<(), Error> {
         self.revoked.write().revoke(jti, until, now);
         Ok(())

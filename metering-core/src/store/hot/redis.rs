@@ -590,6 +590,18 @@ impl HotStore for RedisHot {
         self.client.del::<(), _>(self.other_key("login", key)).await.map_err(unavailable)
     }
 
+    async fn clear_logins_from(&self, key: &str) -> Result<(), Error> {
+        // The key as a literal in a SCAN pattern, then any address after it.
+        let literal: String = format!("{}:login:{key} from ", self.prefix)
+            .chars()
+            .flat_map(|c| match c {
+                '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        self.delete_matching(format!("{literal}*")).await
+    }
+
     async fn revoke_token(&self, jti: &str, now: Timestamp, until: Timestamp) -> Result<(), Error> {
         let args = vec![int(until.as_micros()), millis(until.since(now))];
         self.run(&self.scripts.revoke_token, vec![self.other_key("jti", jti)], args).await?;

@@ -104,6 +104,22 @@ async fn clear_login_and_clear_unlock() {
 }
 
 #[tokio::test]
+async fn clear_logins_from_clears_every_address_of_one_login() {
+    let hot = MemoryHot::new();
+    let policy = LockoutPolicy { max_failures: 1, ..LockoutPolicy::default() };
+    let keys = ["ann@example.com from 10.0.0.1", "ann@example.com from ::1", "bob@example.com from 10.0.0.1"];
+    for key in keys.into_iter().chain(["ann@example.com"]) {
+        hot.login_failed(key, at(0), policy).await.unwrap();
+    }
+    hot.clear_logins_from("ann@example.com").await.unwrap();
+    for key in &keys[..2] {
+        assert_eq!(hot.login_guard(key, at(1), policy).await.unwrap(), LoginGuard::default(), "{key}");
+    }
+    assert_eq!(hot.login_guard(keys[2], at(1), policy).await.unwrap().failures, 1);
+    assert_eq!(hot.login_guard("ann@example.com", at(1), policy).await.unwrap().failures, 1);
+}
+
+#[tokio::test]
 async fn login_keys_stay_bounded_dropping_expired_then_oldest() {
     let hot = MemoryHot { max_logins: 100, ..MemoryHot::new() };
     let policy = LockoutPolicy::default();
