@@ -201,6 +201,26 @@ async fn five_failures_lock_a_login_until_the_lock_passes(hot: Arc<dyn HotStore>
     assert_eq!(hot.login_guard(key, noon(), policy).await.unwrap().failures, 0);
 }
 
+async fn clearing_logins_from_addresses_spares_the_rest(hot: Arc<dyn HotStore>) {
+    let policy = LockoutPolicy::default();
+    let keys =
+        ["ada@example.com from 10.0.0.1", "ada@example.com from ::1", "ada@example.com", "bo@example.com from ::1"];
+    // A login whose name holds SCAN pattern characters is matched literally.
+    let odd = "a*[?]\\b@example.com from 10.0.0.9";
+    for key in keys.iter().chain([&odd]) {
+        hot.login_failed(key, noon(), policy).await.unwrap();
+    }
+    hot.clear_logins_from("ada@example.com").await.unwrap();
+    let failures = |key: &'static str| {
+        let hot = Arc::clone(&hot);
+        async move { hot.login_guard(key, noon(), policy).await.unwrap().failures }
+    };
+    assert_eq!((failures(keys[0]).await, failures(keys[1]).await), (0, 0), "every address of the login");
+    assert_eq!((failures(keys[2]).await, failures(keys[3]).await), (1, 1), "not the login itself, nor another");
+    hot.clear_logins_from("a*[?]\\b@example.com").await.unwrap();
+    assert_eq!(failures(odd).await, 0);
+}
+
 async fn a_revoked_token_is_refused_until_it_expires(hot: Arc<dyn HotStore>) {
     let until = noon().plus(Duration::from_secs(900));
     assert!(!hot.token_revoked("jti-1", noon()).await.unwrap());
@@ -249,6 +269,7 @@ macro_rules! with_checks {
             a_loaded_snapshot_is_counted_and_not_loaded_twice,
             tenants_do_not_share_counters,
             five_failures_lock_a_login_until_the_lock_passes,
+            clearing_logins_from_addresses_spares_the_rest,
             a_revoked_token_is_refused_until_it_expires,
             a_key_counts_at_most_its_maximum_per_window,
             clear_forgets_counters_logins_and_tokens,
