@@ -5,7 +5,8 @@
 //! backend, and a durable backend also gets the restart check. A new backend (Redis,
 //! MongoDB) is one more `conformance!` line at the bottom, and must pass unchanged.
 //!
-//! `cargo test --test storage_conformance`
+//! `cargo test --test storage_conformance` (add `--features mongodb` for the MongoDB
+//! backend, against `METERING_TEST_MONGODB_URI`, by default the stand-in on port 27117)
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,11 +16,14 @@ use metering::core::store::MemoryRecords;
 use metering::core::store::RecordStore;
 #[cfg(feature = "sqlite")]
 use metering::core::store::SqliteRecords;
+#[cfg(feature = "mongodb")]
+use metering::core::store::{MongoOptions, MongoRecords};
 
-/// A store under test, and what must outlive it.
+/// A store under test, and what must outlive it (its files or its database, removed when
+/// it is dropped).
 struct Subject {
     store: Arc<dyn RecordStore>,
-    _files: Option<TempDb>,
+    _files: Option<Box<dyn Send>>,
 }
 
 /// A database file in the system temp dir, removed (with its WAL files) on drop.
@@ -59,7 +63,7 @@ fn sqlite_in_memory() -> Subject {
 #[cfg(feature = "sqlite")]
 fn sqlite_file() -> Subject {
     let file = TempDb::new();
-    Subject { store: Arc::new(SqliteRecords::open(&file.0).expect("open sqlite file")), _files: Some(file) }
+    Subject { store: Arc::new(SqliteRecords::open(&file.0).expect("open sqlite file")), _files: Some(Box::new(file)) }
 }
 
 /// Opens the same file again each time it is called.
@@ -68,6 +72,61 @@ fn sqlite_file_reopener() -> (impl Fn() -> Arc<dyn RecordStore>, TempDb) {
     let file = TempDb::new();
     let path = file.0.clone();
     (move || Arc::new(SqliteRecords::open(&path).expect("open sqlite file")) as Arc<dyn RecordStore>, file)
+}
+
+/// A database of its own on the MongoDB server at `METERING_TEST_MONGODB_URI` (default:
+/// the stand-in on port 27117), dropped on drop.
+#[cfg(feature = "mongodb")]
+struct TempMongo(MongoOptions);
+
+#[cfg(feature = "mongodb")]
+impl TempMongo {
+    fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let uri = std::env::var("METERING_TEST_MONGODB_URI")
+            .unwrap_or_else(|_| "mongodb://127.0.0.1:27117/?directConnection=true".to_owned());
+        let database = format!("metering_conformance_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let mut options = MongoOptions::new(uri, database);
+        options.timeout = std::time::Duration::from_secs(10);
+        TempMongo(options)
+    }
+
+    /// Connects to the database (blocking the calling worker thread: the checks open
+    /// stores synchronously).
+    fn connect(&self) -> MongoRecords {
+        let options = self.0.clone();
+        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(MongoRecords::connect(options)))
+            .expect("connect to MongoDB")
+    }
+}
+
+#[cfg(feature = "mongodb")]
+impl Drop for TempMongo {
+    fn drop(&mut self) {
+        let store = self.connect();
+        let _ = tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(store.drop_database()));
+    }
+}
+
+#[cfg(feature = "mongodb")]
+fn mongodb() -> Subject {
+    let database = TempMongo::new();
+    Subject { store: Arc::new(database.connect()), _files: Some(Box::new(database)) }
+}
+
+/// Connects to the same database again each time it is called.
+#[cfg(feature = "mongodb")]
+fn mongodb_reconnector() -> (impl Fn() -> Arc<dyn RecordStore>, TempMongo) {
+    let database = TempMongo::new();
+    let options = database.0.clone();
+    let open = move || {
+        let options = options.clone();
+        let store =
+            tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(MongoRecords::connect(options)))
+                .expect("connect to MongoDB");
+        Arc::new(store) as Arc<dyn RecordStore>
+    };
+    (open, database)
 }
 
 /// Instantiates every check of [`checks`] for one backend.
@@ -129,6 +188,7 @@ macro_rules! conformance {
 conformance!(memory, open: memory);
 conformance!(#[cfg(feature = "sqlite")] sqlite_in_memory, open: sqlite_in_memory);
 conformance!(#[cfg(feature = "sqlite")] sqlite_file, open: sqlite_file, reopen: sqlite_file_reopener);
+conformance!(#[cfg(feature = "mongodb")] mongodb, open: mongodb, reopen: mongodb_reconnector);
 
 /// The checks, written against [`RecordStore`] only.
 mod checks {

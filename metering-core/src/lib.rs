@@ -22,6 +22,7 @@
 //! |---|---|---|
 //! | `memory` | yes | [`store::hot::memory`] and [`store::records::memory`]: in-process hot counters and records |
 //! | `sqlite` | no | [`store::records::sqlite`]: durable records in one SQLite file (WAL) |
+//! | `mongodb` | no | [`store::records::mongodb`]: durable records in MongoDB (replica set or sharded) |
 
 pub mod account;
 pub mod admit;

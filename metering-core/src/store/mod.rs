@@ -5,7 +5,7 @@
 //! - [`hot`]: the [`HotStore`], derived and rebuildable counters.
 //!
 //! Each backend lives in the tree of its role, behind a cargo feature named after it
-//! (`memory`, `sqlite`, `redis`); the in-process and embedded ones are re-exported here.
+//! (`memory`, `sqlite`, `redis`, `mongodb`); each is re-exported here.
 
 pub mod hot;
 pub mod records;
@@ -19,6 +19,8 @@ pub use hot::redis::{RedisHot, RedisOptions};
 pub use hot::{Admission, Admitted, HotSnapshot, HotStore, KeyCount, LockoutPolicy, LoginGuard, PeriodCredits};
 #[cfg(feature = "memory")]
 pub use records::memory::{AppendFaults, MemoryRecords};
+#[cfg(feature = "mongodb")]
+pub use records::mongodb::{InvalidWriteConcern, MongoOptions, MongoRecords, MongoWriteConcern, StorageStats};
 #[cfg(feature = "sqlite")]
 pub use records::sqlite::SqliteRecords;
 pub use records::{Audited, AuditedChange, Catalog, Health, RecordStore, Sessions, UsageLedger};

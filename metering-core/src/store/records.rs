@@ -1,6 +1,7 @@
 //! Durable records, the source of truth: plans, tenants, users, API keys, grants, refresh
 //! tokens (ids only), the audit log and the usage ledger. Backends: [`memory::MemoryRecords`]
-//! and, with the `sqlite` feature, [`sqlite::SqliteRecords`].
+//! with the `sqlite` feature, [`sqlite::SqliteRecords`], and with the `mongodb` feature,
+//! [`mongodb::MongoRecords`].
 //!
 //! The store is split by role, one trait each, so that a caller names what it needs and a
 //! backend can be read one role at a time:
@@ -23,6 +24,8 @@ mod catalog;
 mod health;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "mongodb")]
+pub mod mongodb;
 mod sessions;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
