@@ -138,6 +138,7 @@ async fn check_config(settings: Settings) -> ExitCode {
         ("refresh_token_ttl", format!("{}s", settings.refresh_token_ttl.as_secs())),
         ("argon2", format!("m={} KiB, t={}", settings.password_cost.memory_kib, settings.password_cost.iterations)),
         ("hot_store", hot_store(&settings)),
+        ("records", records(&settings)),
     ];
     for (name, value) in rows {
         println!("{name:<18} {value}");
@@ -162,6 +163,20 @@ fn hot_store(settings: &Settings) -> String {
         redis.prefix,
         redis.timeout.as_millis()
     )
+}
+
+/// Where the records live, as `check-config` reports it.
+fn records(settings: &Settings) -> String {
+    match &settings.mongodb {
+        None => format!("sqlite {} (one instance)", settings.data_dir.join("metering.db").display()),
+        Some(m) => format!(
+            "mongodb {} database={} write_concern={} timeout={}ms",
+            m.redacted_uri(),
+            m.database,
+            m.write_concern,
+            m.timeout.as_millis()
+        ),
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -103,10 +103,10 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
 
-    /// 503 `unavailable`: logs `detail` once.
+    /// 503 `store_unavailable`: logs `detail` once.
     pub fn unavailable(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "storage unavailable");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "storage is unavailable, try again")
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "storage is unavailable, try again")
     }
 }
 

@@ -6,7 +6,8 @@
 //! ledger. At start the instance claims the prefix for its ledger (an id kept in the
 //! data directory, so a restart on the same data takes it back at once) and renews the
 //! claim every few seconds; an instance with another ledger is refused with one line.
-//! Several instances need a shared record store as well.
+//! With records in MongoDB, every instance shares the one ledger, and the prefix is
+//! theirs together: no claim is made.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,17 +29,23 @@ const CLAIM_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 pub(crate) async fn open(settings: &Settings) -> Result<Arc<dyn HotStore>, StartError> {
     match &settings.redis {
         None => Ok(Arc::new(MemoryHot::new())),
-        Some(redis) => open_redis(redis, &settings.data_dir).await,
+        Some(redis) => {
+            let ledger = if settings.mongodb.is_none() { Some(settings.data_dir.as_path()) } else { None };
+            open_redis(redis, ledger).await
+        }
     }
 }
 
 #[cfg(feature = "redis")]
-async fn open_redis(redis: &RedisSettings, data_dir: &Path) -> Result<Arc<dyn HotStore>, StartError> {
+/// Connects to Redis; with `sqlite_ledger` (the data directory of this instance's own
+/// ledger), claims the prefix for that ledger.
+async fn open_redis(redis: &RedisSettings, sqlite_ledger: Option<&Path>) -> Result<Arc<dyn HotStore>, StartError> {
     use metering_core::store::{RedisHot, RedisOptions};
 
     let options =
         RedisOptions { prefix: redis.prefix.clone(), timeout: redis.timeout, ..RedisOptions::new(redis.url.expose()) };
     let store = Arc::new(RedisHot::connect(options).await.map_err(|e| unusable(redis, e.to_string()))?);
+    let Some(data_dir) = sqlite_ledger else { return Ok(store) };
     let ledger = ledger_id(data_dir)?;
     if let Some(holder) = store.claim("ledger", &ledger, CLAIM_TTL).await? {
         let reason = format!(
@@ -63,7 +70,7 @@ async fn open_redis(redis: &RedisSettings, data_dir: &Path) -> Result<Arc<dyn Ho
 }
 
 #[cfg(not(feature = "redis"))]
-async fn open_redis(redis: &RedisSettings, _data_dir: &Path) -> Result<Arc<dyn HotStore>, StartError> {
+async fn open_redis(redis: &RedisSettings, _sqlite_ledger: Option<&Path>) -> Result<Arc<dyn HotStore>, StartError> {
     Err(unusable(redis, "this build has no Redis support (cargo feature `redis`)".into()))
 }
 

@@ -27,6 +27,7 @@ mod hot;
 mod metrics;
 mod openapi;
 pub mod rbac;
+mod records;
 mod routes;
 mod settings;
 mod state;
@@ -42,7 +43,10 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use error::{ApiError, ApiJson, ApiPath};
-pub use settings::{AdminSeed, CONFIG_VAR, MIN_JWT_SECRET_BYTES, RateSpec, Secret, Settings, SettingsError};
+pub use settings::{
+    AdminSeed, CONFIG_VAR, MIN_JWT_SECRET_BYTES, MongoSettings, RateSpec, RedisSettings, Secret, Settings,
+    SettingsError,
+};
 pub use state::{AppState, JWT_SECRET_FILE, StartError};
 
 /// The largest request body accepted (a batch of 1,000 events fits).

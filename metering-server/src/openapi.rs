@@ -7,7 +7,7 @@
 //! - a route that needs credentials: 401 (none, or invalid) and 403 (not this caller's);
 //! - a route with a JSON body: 400 (not JSON), 413, 415, 422 (see [`ApiJson`](crate::ApiJson));
 //! - a route with a path or query parameter: 422 naming it;
-//! - a route that reads or writes the store: 503 `unavailable`.
+//! - a route that reads or writes the store: 503 `store_unavailable`.
 //!
 //! Every error answer, declared here or by its handler, has the one `ErrorBody` schema;
 //! where a handler answers a decision and an error for one status (`POST /api/track` 403),
@@ -68,7 +68,7 @@ fn declare(path: &str, operation: &mut Operation) {
         shared.push(("422", "a field or parameter is invalid, unknown or missing (named in `field`)"));
     }
     if !STORELESS.contains(&path) {
-        shared.push(("503", "the store is unavailable; try again (`unavailable`)"));
+        shared.push(("503", "the store is unavailable; try again (`store_unavailable`)"));
     }
     let responses = &mut operation.responses.responses;
     for (status, description) in shared {

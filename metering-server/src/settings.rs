@@ -118,6 +118,30 @@ pub struct Settings {
     pub ledger_retention: Duration,
     /// Hot counters shared through Redis (`METERING_REDIS_URL`); `None`: in this process.
     pub redis: Option<RedisSettings>,
+    /// Records shared through MongoDB (`METERING_MONGODB_URI`); `None`: SQLite in the data
+    /// directory. Needs Redis: instances sharing records must share their counters too.
+    pub mongodb: Option<MongoSettings>,
+}
+
+/// Where the shared records live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MongoSettings {
+    /// `mongodb://…` or `mongodb+srv://…`, as the MongoDB drivers take it.
+    pub uri: Secret,
+    /// The database (`METERING_MONGODB_DATABASE`, default `metering`).
+    pub database: String,
+    /// The write concern a ledger record is acknowledged at (`METERING_MONGODB_WRITE_CONCERN`):
+    /// `majority` (the default) or a number of nodes, journaled unless `,j=false` follows.
+    pub write_concern: String,
+    /// The most one MongoDB operation may take (`METERING_MONGODB_TIMEOUT`, default `2s`).
+    pub timeout: Duration,
+}
+
+impl MongoSettings {
+    /// The URI with any password hidden, for logs and `check-config`.
+    pub fn redacted_uri(&self) -> String {
+        redact_credentials(self.uri.expose())
+    }
 }
 
 /// Where the shared hot counters live, and what a decision does when they cannot answer.
@@ -138,11 +162,15 @@ pub struct RedisSettings {
 impl RedisSettings {
     /// The URL with any password hidden, for logs and `check-config`.
     pub fn redacted_url(&self) -> String {
-        let url = self.url.expose();
-        match (url.find("://"), url.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => format!("{}://<credentials>@{}", &url[..scheme], &url[at + 1..]),
-            _ => url.to_owned(),
-        }
+        redact_credentials(self.url.expose())
+    }
+}
+
+/// `scheme://user:password@rest` as `scheme://<credentials>@rest`.
+fn redact_credentials(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://<credentials>@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
     }
 }
 
@@ -183,9 +211,13 @@ const KEYS: &[(&str, &str)] = &[
     ("redis_prefix", "METERING_REDIS_PREFIX"),
     ("redis_timeout", "METERING_REDIS_TIMEOUT"),
     ("redis_failure", "METERING_REDIS_FAILURE"),
+    ("mongodb_uri", "METERING_MONGODB_URI"),
+    ("mongodb_database", "METERING_MONGODB_DATABASE"),
+    ("mongodb_write_concern", "METERING_MONGODB_WRITE_CONCERN"),
+    ("mongodb_timeout", "METERING_MONGODB_TIMEOUT"),
 ];
 
-const SECRET_KEYS: &[&str] = &["jwt_secret", "admin_password", "redis_url"];
+const SECRET_KEYS: &[&str] = &["jwt_secret", "admin_password", "redis_url", "mongodb_uri"];
 
 const DEFAULT_SIGNUPS_PER_HOUR: NonZeroU32 = match NonZeroU32::new(20) {
     Some(n) => n,
@@ -211,6 +243,7 @@ impl Default for Settings {
             password_cost: PasswordCost::DEFAULT,
             ledger_retention: Duration::from_secs(400 * 86_400),
             redis: None,
+            mongodb: None,
         }
     }
 }
@@ -352,49 +385,131 @@ impl Settings {
             s.password_cost.iterations =
                 parse_u32(&v, 1, 64).map_err(|reason| invalid(name, "argon2_iterations", &v, reason))?;
         }
-        let url = get("redis_url")?;
-        let redis_keys = ["redis_prefix", "redis_timeout", "redis_failure"];
-        if url.is_none() {
-            if let Some(key) = redis_keys.into_iter().find(|k| map.contains_key(*k)) {
-                let (name, v) = get(key)?.unwrap_or_default();
-                return Err(invalid(name, key, &v, "only applies with METERING_REDIS_URL".into()));
-            }
-            return Ok(s);
-        }
-        let Some((url_name, url)) = url else { return Ok(s) };
-        let mut redis = RedisSettings {
-            url: Secret(url.trim().to_owned()),
-            prefix: "metering".into(),
-            timeout: Duration::from_millis(50),
-            failure: FailurePolicy::Closed,
-        };
-        if !["redis://", "rediss://", "redis-cluster://", "rediss-cluster://"]
-            .iter()
-            .any(|p| redis.url.0.starts_with(p))
-        {
-            let reason = "must start with redis://, rediss://, redis-cluster:// or rediss-cluster://".into();
-            return Err(invalid(url_name, "redis_url", &url, reason));
-        }
-        if let Some((name, v)) = get("redis_prefix")? {
-            let valid =
-                (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
-            if !valid {
-                return Err(invalid(name, "redis_prefix", &v, "must be 1-64 of [A-Za-z0-9_.:-]".into()));
-            }
-            redis.prefix = v;
-        }
-        if let Some((name, v)) = get("redis_timeout")? {
-            redis.timeout = parse_millis(&v).map_err(|reason| invalid(name, "redis_timeout", &v, reason))?;
-        }
-        if let Some((name, v)) = get("redis_failure")? {
-            redis.failure = match v.trim() {
-                "closed" => FailurePolicy::Closed,
-                "open" => FailurePolicy::Open,
-                _ => return Err(invalid(name, "redis_failure", &v, "must be `closed` or `open`".into())),
+        s.redis = redis_settings(map, &get, &invalid)?;
+        s.mongodb = mongo_settings(map, &get, &invalid)?;
+        if let Some(mongodb) = &s.mongodb {
+            let refuse = |reason: &str| SettingsError {
+                name: "METERING_MONGODB_URI",
+                value: mongodb.redacted_uri(),
+                reason: reason.into(),
             };
+            if s.redis.is_none() {
+                return Err(refuse(
+                    "needs METERING_REDIS_URL: instances sharing records must share their counters (supported: \
+                     SQLite alone, Redis + SQLite, Redis + MongoDB)",
+                ));
+            }
+            if s.jwt_secret.is_none() {
+                return Err(refuse("needs METERING_JWT_SECRET: instances sharing records must sign with one secret"));
+            }
         }
-        s.redis = Some(redis);
         Ok(s)
+    }
+}
+
+/// What reads one setting: its variable's name and its text, if set.
+type Get<'a> = dyn Fn(&str) -> Result<Option<(&'static str, String)>, SettingsError> + 'a;
+/// What makes the error for one setting's value.
+type Invalid<'a> = dyn Fn(&'static str, &str, &str, String) -> SettingsError + 'a;
+
+/// Refuses any of `keys` set without the setting `needs` names.
+fn only_with(map: &BTreeMap<String, Value>, get: &Get<'_>, keys: &[&str], needs: &str) -> Result<(), SettingsError> {
+    match keys.iter().find(|k| map.contains_key(**k)) {
+        Some(key) => {
+            let (name, v) = get(key)?.unwrap_or_default();
+            Err(SettingsError { name, value: v, reason: format!("only applies with {needs}") })
+        }
+        None => Ok(()),
+    }
+}
+
+fn redis_settings(
+    map: &BTreeMap<String, Value>,
+    get: &Get<'_>,
+    invalid: &Invalid<'_>,
+) -> Result<Option<RedisSettings>, SettingsError> {
+    let Some((url_name, url)) = get("redis_url")? else {
+        only_with(map, get, &["redis_prefix", "redis_timeout", "redis_failure"], "METERING_REDIS_URL")?;
+        return Ok(None);
+    };
+    let mut redis = RedisSettings {
+        url: Secret(url.trim().to_owned()),
+        prefix: "metering".into(),
+        timeout: Duration::from_millis(50),
+        failure: FailurePolicy::Closed,
+    };
+    if !["redis://", "rediss://", "redis-cluster://", "rediss-cluster://"].iter().any(|p| redis.url.0.starts_with(p)) {
+        let reason = "must start with redis://, rediss://, redis-cluster:// or rediss-cluster://".into();
+        return Err(invalid(url_name, "redis_url", &url, reason));
+    }
+    if let Some((name, v)) = get("redis_prefix")? {
+        let valid = (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+        if !valid {
+            return Err(invalid(name, "redis_prefix", &v, "must be 1-64 of [A-Za-z0-9_.:-]".into()));
+        }
+        redis.prefix = v;
+    }
+    if let Some((name, v)) = get("redis_timeout")? {
+        redis.timeout = parse_millis(&v).map_err(|reason| invalid(name, "redis_timeout", &v, reason))?;
+    }
+    if let Some((name, v)) = get("redis_failure")? {
+        redis.failure = match v.trim() {
+            "closed" => FailurePolicy::Closed,
+            "open" => FailurePolicy::Open,
+            _ => return Err(invalid(name, "redis_failure", &v, "must be `closed` or `open`".into())),
+        };
+    }
+    Ok(Some(redis))
+}
+
+fn mongo_settings(
+    map: &BTreeMap<String, Value>,
+    get: &Get<'_>,
+    invalid: &Invalid<'_>,
+) -> Result<Option<MongoSettings>, SettingsError> {
+    let Some((uri_name, uri)) = get("mongodb_uri")? else {
+        let keys = ["mongodb_database", "mongodb_write_concern", "mongodb_timeout"];
+        only_with(map, get, &keys, "METERING_MONGODB_URI")?;
+        return Ok(None);
+    };
+    let uri = uri.trim().to_owned();
+    if !uri.starts_with("mongodb://") && !uri.starts_with("mongodb+srv://") {
+        return Err(invalid(uri_name, "mongodb_uri", &uri, "must start with mongodb:// or mongodb+srv://".into()));
+    }
+    let mut mongodb = MongoSettings {
+        uri: Secret(uri),
+        database: "metering".into(),
+        write_concern: "majority".into(),
+        timeout: Duration::from_secs(2),
+    };
+    if let Some((name, v)) = get("mongodb_database")? {
+        // MongoDB's own rule for database names, in its strictest (Windows) form.
+        let valid = (1..=63).contains(&v.len())
+            && !v.contains(['/', '\\', '.', ' ', '"', '$', '*', '<', '>', ':', '|', '?', '\0']);
+        if !valid {
+            return Err(invalid(name, "mongodb_database", &v, "must be 1-63 bytes without /\\. \"$*<>:|?".into()));
+        }
+        mongodb.database = v;
+    }
+    if let Some((name, v)) = get("mongodb_write_concern")? {
+        check_write_concern(&v).map_err(|reason| invalid(name, "mongodb_write_concern", &v, reason))?;
+        mongodb.write_concern = v.trim().to_owned();
+    }
+    if let Some((name, v)) = get("mongodb_timeout")? {
+        mongodb.timeout = parse_millis(&v).map_err(|reason| invalid(name, "mongodb_timeout", &v, reason))?;
+    }
+    Ok(Some(mongodb))
+}
+
+/// `majority` or a number of nodes (1-50), optionally followed by `,j=false` (acknowledged
+/// before the journal is synced) or `,j=true` (the default).
+fn check_write_concern(v: &str) -> Result<(), String> {
+    let (w, journal) = v.trim().split_once(',').unwrap_or((v.trim(), "j=true"));
+    let w_ok = w == "majority" || w.parse::<u32>().is_ok_and(|n| (1..=50).contains(&n));
+    if w_ok && matches!(journal, "j=true" | "j=false") {
+        Ok(())
+    } else {
+        Err("must be `majority` or a number of nodes, optionally followed by `,j=false`".into())
     }
 }
 

@@ -4,7 +4,6 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use metering_core::store::SqliteRecords;
 use metering_core::{Engine, GroupCommit};
 
 use crate::auth::AuthService;
@@ -88,22 +87,10 @@ impl AppState {
         if settings.jwt_secret.is_none() {
             settings.jwt_secret = Some(stored_jwt_secret(&settings.data_dir)?);
         }
-        let records = SqliteRecords::open(settings.data_dir.join("metering.db"))?;
-        if serving && !records.owns_journal() {
-            return Err(StartError::Settings(SettingsError {
-                name: "METERING_DATA_DIR",
-                value: settings.data_dir.display().to_string(),
-                reason: "another metering-server is running on this data directory; one instance per data \
-                         directory (they would count apart)"
-                    .into(),
-            }));
-        }
+        let records = crate::records::open(&settings, serving).await?;
         let hot = crate::hot::open(&settings).await?;
         let failure = settings.redis.as_ref().map(|r| r.failure).unwrap_or_default();
-        let engine = Engine::builder(Arc::new(records), hot)
-            .group_commit(GroupCommit::default())
-            .hot_failure(failure)
-            .build()?;
+        let engine = Engine::builder(records, hot).group_commit(GroupCommit::default()).hot_failure(failure).build()?;
         Self::with_engine(engine, settings).await
     }
 

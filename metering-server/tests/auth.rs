@@ -751,7 +751,7 @@ async fn a_signup_the_hot_store_cannot_count_is_refused_as_unavailable() {
         .unwrap();
     let srv = Server::on(engine, clock, &[]).await;
     let a = srv.post("/auth/signup", Cred::None, json!({"email": "a@example.com", "password": PASSWORD})).await;
-    assert_error(&a, StatusCode::SERVICE_UNAVAILABLE, "unavailable", None);
+    assert_error(&a, StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None);
     assert!(srv.state.engine().user_by_email("a@example.com").await.unwrap().is_none(), "nothing was created");
 }
 

@@ -140,7 +140,7 @@ async fn readyz_and_track_follow_redis_going_away_and_coming_back() {
     let a = http.post("/api/track", Some(&token), &call("/b")).await;
     println!("answered {:?} with Redis down", started.elapsed());
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text);
-    assert_eq!(a.body["error"]["code"], "unavailable", "{}", a.text);
+    assert_eq!(a.body["error"]["code"], "store_unavailable", "{}", a.text);
 
     let mut redis = spawn_redis();
     let mut back = false;

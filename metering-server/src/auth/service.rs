@@ -697,25 +697,33 @@ impl AuthService {
         password::check_password(password).map_err(|m| ApiError::invalid("password", m))?;
         let platform = self.ensure_platform_tenant().await?;
         let hash = password::hash_password(password.to_owned(), self.cost).await?;
-        let user = match self.engine.user_by_email(&email).await? {
-            Some(mut user) => {
-                user.password_hash = hash;
-                user.role = Role::Admin;
-                self.engine.update_user(&user).await?;
-                self.identities.forget_user(&user.id);
-                user
-            }
-            None => {
-                let user = User {
-                    id: new_id("usr_"),
-                    tenant_id: platform,
-                    email: email.clone(),
-                    password_hash: hash,
-                    role: Role::Admin,
-                    created_at: self.engine.now(),
-                };
-                self.engine.create_user(&user).await?;
-                user
+        // Instances starting together race to create the admin: the loser updates it.
+        let mut attempts = 0;
+        let user = loop {
+            attempts += 1;
+            match self.engine.user_by_email(&email).await? {
+                Some(mut user) => {
+                    user.password_hash = hash;
+                    user.role = Role::Admin;
+                    self.engine.update_user(&user).await?;
+                    self.identities.forget_user(&user.id);
+                    break user;
+                }
+                None => {
+                    let user = User {
+                        id: new_id("usr_"),
+                        tenant_id: platform.clone(),
+                        email: email.clone(),
+                        password_hash: hash.clone(),
+                        role: Role::Admin,
+                        created_at: self.engine.now(),
+                    };
+                    match self.engine.create_user(&user).await {
+                        Ok(()) => break user,
+                        Err(metering_core::Error::AlreadyExists(_)) if attempts < 2 => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
             }
         };
         self.clear_logins(&email).await?;

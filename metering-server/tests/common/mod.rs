@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod processes;
+
 /// The instant every test starts at: mid-month, mid-day, so no window is about to roll.
 pub const START: &str = "2026-03-14T12:00:00Z";
 /// The admin every test server is started with.
@@ -216,13 +218,27 @@ impl Http {
             req = req.header(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
         }
         let req = req.body(Full::new(body.into())).expect("request");
-        let res = self.client.request(req).await.expect("the server answers");
+        self.send(req).await.expect("the server answers")
+    }
+
+    /// Sends JSON with `method`; `None` when no answer comes (the server went away).
+    pub async fn try_json(&self, method: Method, path: &str, token: Option<&str>, body: &Value) -> Option<Answer> {
+        let mut req = Request::builder().method(method).uri(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let req = req.header("content-type", "application/json").body(Full::new(Bytes::from(body.to_string())));
+        self.send(req.expect("request")).await
+    }
+
+    async fn send(&self, req: Request<Full<Bytes>>) -> Option<Answer> {
+        let res = self.client.request(req).await.ok()?;
         let status = res.status();
         let headers = res.headers().clone();
-        let bytes = res.into_body().collect().await.expect("body").to_bytes();
+        let bytes = res.into_body().collect().await.ok()?.to_bytes();
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Answer { status, headers, body, text }
+        Some(Answer { status, headers, body, text })
     }
 
     /// Sends JSON with `method`.
