@@ -595,6 +595,39 @@ mod tests {
     }
 
     #[test]
+    fn mongodb_needs_redis_and_a_shared_secret_and_valid_values() {
+        let uri = ("METERING_MONGODB_URI", "mongodb://user:pw@db.example:27017/?replicaSet=rs0");
+        let redis = ("METERING_REDIS_URL", "redis://127.0.0.1:6379");
+        let secret = ("METERING_JWT_SECRET", "a-shared-secret-of-at-least-thirty-two-bytes");
+        let err = Settings::from_vars(vars(&[uri, secret])).unwrap_err();
+        assert_eq!(err.name, "METERING_MONGODB_URI");
+        assert!(err.reason.contains("METERING_REDIS_URL") && !err.value.contains("pw"), "{err}");
+        let err = Settings::from_vars(vars(&[uri, redis])).unwrap_err();
+        assert!(err.reason.contains("METERING_JWT_SECRET"), "{err}");
+        let s = Settings::from_vars(vars(&[uri, redis, secret])).unwrap();
+        let m = s.mongodb.unwrap();
+        assert_eq!(
+            (m.database.as_str(), m.write_concern.as_str(), m.timeout),
+            ("metering", "majority", Duration::from_secs(2))
+        );
+        assert_eq!(m.redacted_uri(), "mongodb://<credentials>@db.example:27017/?replicaSet=rs0");
+        for (name, value) in [
+            ("METERING_MONGODB_URI", "postgres://db"),
+            ("METERING_MONGODB_DATABASE", "a.b"),
+            ("METERING_MONGODB_WRITE_CONCERN", "most"),
+            ("METERING_MONGODB_WRITE_CONCERN", "2,j=maybe"),
+            ("METERING_MONGODB_TIMEOUT", "0ms"),
+        ] {
+            let err = Settings::from_vars(vars(&[(name, value), uri, redis, secret])).unwrap_err();
+            assert_eq!(err.name, name, "{value}");
+        }
+        let s = Settings::from_vars(vars(&[uri, redis, secret, ("METERING_MONGODB_WRITE_CONCERN", "2,j=false")]));
+        assert_eq!(s.unwrap().mongodb.unwrap().write_concern, "2,j=false");
+        let err = Settings::from_vars(vars(&[("METERING_MONGODB_DATABASE", "metering")])).unwrap_err();
+        assert!(err.reason.contains("only applies with METERING_MONGODB_URI"), "{err}");
+    }
+
+    #[test]
     fn secrets_are_checked_and_never_printed() {
         let err = Settings::from_vars(vars(&[("METERING_JWT_SECRET", "short-secret")])).unwrap_err();
         assert_eq!(err.name, "METERING_JWT_SECRET");
