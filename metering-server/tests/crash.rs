@@ -6,45 +6,16 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command};
 
 use axum::http::StatusCode;
+use common::processes::{data_dir, free_port, server_command, spawn_answering};
 use common::{ADMIN_EMAIL, ADMIN_PASSWORD, Http, PASSWORD, call};
 use serde_json::json;
 
-/// A port nobody listens on right now.
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
-}
-
 /// Starts the server binary on `addr` with its data in `dir`, and waits until it answers.
 async fn start(addr: SocketAddr, dir: &Path) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_metering-server"))
-        .env("METERING_LISTEN", addr.to_string())
-        .env("METERING_DATA_DIR", dir)
-        .env("METERING_JWT_SECRET", "a-test-secret-of-at-least-thirty-two-bytes")
-        .env("METERING_ARGON2_MEMORY_KIB", "8")
-        .env("METERING_ARGON2_ITERATIONS", "1")
-        .env("METERING_ADMIN_EMAIL", ADMIN_EMAIL)
-        .env("METERING_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start metering-server");
-    let http = Http::new(addr);
-    for _ in 0..600 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok()
-            && http.get("/healthz", None).await.status == StatusCode::OK
-        {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("metering-server did not come up on {addr}");
+    spawn_answering(server_command(addr, dir, &[]), addr).await
 }
 
 /// How a test stops the server.
@@ -67,13 +38,6 @@ fn stop(server: &mut Child, how: Stop) {
         }
     }
     server.wait().expect("reaped");
-}
-
-/// A fresh data directory.
-fn data_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("metering-{name}-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Signs up a user; its access token.
@@ -233,14 +197,7 @@ async fn acknowledged_events_survive_a_kill_and_are_not_charged_twice() {
 async fn a_second_server_on_the_same_data_directory_is_refused_with_one_line() {
     let dir = data_dir("second-server");
     let mut first = start(free_port(), &dir).await;
-    let second = Command::new(env!("CARGO_BIN_EXE_metering-server"))
-        .env("METERING_LISTEN", free_port().to_string())
-        .env("METERING_DATA_DIR", &dir)
-        .env("METERING_JWT_SECRET", "a-test-secret-of-at-least-thirty-two-bytes")
-        .env("METERING_ADMIN_EMAIL", ADMIN_EMAIL)
-        .env("METERING_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .output()
-        .expect("run a second server");
+    let second = server_command(free_port(), &dir, &[]).output().expect("run a second server");
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(!second.status.success());
     assert!(stderr.contains("METERING_DATA_DIR") && stderr.contains("another metering-server"), "{stderr}");

@@ -12,56 +12,21 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use common::{ADMIN_EMAIL, ADMIN_PASSWORD, Http, PASSWORD, call};
+use common::processes::{data_dir, free_port, redis_cli, server_command, spawn_answering};
+use common::{Http, PASSWORD, call};
 use serde_json::json;
 
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
-}
-
-fn data_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("metering-{name}-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn server(addr: SocketAddr, dir: &Path, redis_url: &str, prefix: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_metering-server"));
-    command
-        .env("METERING_LISTEN", addr.to_string())
-        .env("METERING_DATA_DIR", dir)
-        .env("METERING_JWT_SECRET", "a-test-secret-of-at-least-thirty-two-bytes")
-        .env("METERING_ARGON2_MEMORY_KIB", "8")
-        .env("METERING_ARGON2_ITERATIONS", "1")
-        .env("METERING_ADMIN_EMAIL", ADMIN_EMAIL)
-        .env("METERING_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env("METERING_REDIS_URL", redis_url)
-        .env("METERING_REDIS_PREFIX", prefix)
-        .env("METERING_REDIS_TIMEOUT", "50ms")
-        .env("RUST_LOG", "warn");
-    command
+    let env = [
+        ("METERING_REDIS_URL", redis_url.to_owned()),
+        ("METERING_REDIS_PREFIX", prefix.to_owned()),
+        ("METERING_REDIS_TIMEOUT", "50ms".to_owned()),
+    ];
+    server_command(addr, dir, &env)
 }
 
 async fn start(addr: SocketAddr, dir: &Path, redis_url: &str, prefix: &str) -> Child {
-    let mut child =
-        server(addr, dir, redis_url, prefix).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start");
-    let http = Http::new(addr);
-    for _ in 0..600 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok()
-            && http.get("/healthz", None).await.status == StatusCode::OK
-        {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("metering-server did not come up on {addr}");
-}
-
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    spawn_answering(server(addr, dir, redis_url, prefix), addr).await
 }
 
 /// Deletes every key under `prefix` on the shared Redis.

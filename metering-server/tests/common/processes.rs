@@ -41,6 +41,27 @@ pub fn server_command(addr: SocketAddr, dir: &Path, env: &[(&str, String)]) -> C
     command
 }
 
+/// Spawns `command` (made by [`server_command`] for `addr`; its output discarded unless
+/// it says otherwise, its errors shown) and waits until it answers `/healthz`.
+pub async fn spawn_answering(mut command: Command, addr: SocketAddr) -> Child {
+    let mut child = command.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("start the server");
+    let http = Http::new(addr);
+    for _ in 0..600 {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("metering-server on {addr} exited at start: {status}");
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok()
+            && http.get("/healthz", None).await.status == StatusCode::OK
+        {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("metering-server did not come up on {addr}");
+}
+
 /// A running server process, killed when dropped.
 pub struct Instance {
     child: Option<Child>,
@@ -52,23 +73,9 @@ pub struct Instance {
 
 impl Instance {
     /// Starts `command` (made by [`server_command`] for `addr`) and waits until it answers.
-    pub async fn start(mut command: Command, addr: SocketAddr) -> Instance {
-        let mut child = command.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("start the server");
-        let http = Http::new(addr);
-        for _ in 0..600 {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("metering-server on {addr} exited at start: {status}");
-            }
-            if tokio::net::TcpStream::connect(addr).await.is_ok()
-                && http.get("/healthz", None).await.status == StatusCode::OK
-            {
-                return Instance { child: Some(child), addr, http };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("metering-server did not come up on {addr}");
+    pub async fn start(command: Command, addr: SocketAddr) -> Instance {
+        let child = spawn_answering(command, addr).await;
+        Instance { child: Some(child), addr, http: Http::new(addr) }
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.

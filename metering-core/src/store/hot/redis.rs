@@ -37,6 +37,8 @@
 //! is followed by the deletion of the tenant's counters and of its remembered id, which
 //! Redis runs after it, and the next decision rebuilds them from the ledger.
 
+mod changes;
+
 use std::io::Write;
 use std::time::Duration;
 
@@ -49,8 +51,6 @@ use fred::types::scan::Scanner;
 use fred::types::scripts::Script;
 use fred::types::{Key, Value};
 use futures_util::StreamExt;
-
-mod changes;
 
 use self::changes::Announcements;
 use crate::changes::Change;
@@ -157,6 +157,8 @@ pub struct RedisHot {
     client: fred::prelude::Client,
     prefix: String,
     scripts: Scripts,
+    /// The channel changes are announced on, `{prefix}:changes`.
+    channel: String,
     announcements: Announcements,
 }
 
@@ -182,10 +184,13 @@ impl RedisHot {
             .map_err(|_| Error::Unavailable(format!("redis: no connection within {:?}", options.connect_timeout)))?
             .map_err(unavailable)?;
         let channel = format!("{}:changes", options.prefix);
-        let announcements = tokio::time::timeout(options.connect_timeout, Announcements::start(&builder, channel))
-            .await
-            .map_err(|_| Error::Unavailable(format!("redis: no connection within {:?}", options.connect_timeout)))??;
-        let store = RedisHot { client, prefix: options.prefix, scripts: Scripts::new(), announcements };
+        let announcements =
+            tokio::time::timeout(options.connect_timeout, Announcements::start(&builder, channel.clone()))
+                .await
+                .map_err(|_| {
+                    Error::Unavailable(format!("redis: no connection within {:?}", options.connect_timeout))
+                })??;
+        let store = RedisHot { client, prefix: options.prefix, scripts: Scripts::new(), channel, announcements };
         for script in store.scripts.all() {
             script.load(&store.client).await.map_err(unavailable)?;
         }
@@ -631,8 +636,7 @@ impl HotStore for RedisHot {
     }
 
     async fn announce(&self, change: &Change) -> Result<(), Error> {
-        let channel = format!("{}:changes", self.prefix);
-        self.client.publish::<(), _, _>(channel, change.encode()).await.map_err(unavailable)
+        self.client.publish::<(), _, _>(self.channel.as_str(), change.encode()).await.map_err(unavailable)
     }
 
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
