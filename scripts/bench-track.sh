@@ -55,15 +55,8 @@ FLOOR_ADDR="127.0.0.1:$((PORT + 2))"
 ADMIN_EMAIL="bench-admin@example.com"
 ADMIN_PASSWORD="bench admin password $$-$RANDOM"
 
-if ! command -v wrk >/dev/null 2>&1; then
-  echo "== installing wrk"
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  $sudo apt-get install -y wrk || { $sudo apt-get update && $sudo apt-get install -y wrk; }
-fi
-for tool in taskset curl python3; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "$tool is required" >&2; exit 1; }
-done
+source scripts/lib/track-load.sh
+need_load_tools
 pin_server=(taskset -c "$SERVER_CPU")
 pin_client=(taskset -c "$CLIENT_CPU")
 if [ "$(nproc)" -lt 2 ]; then
@@ -85,35 +78,8 @@ done
 
 work=$(mktemp -d)
 pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-      done
-      kill -KILL "$pid" 2>/dev/null || true
-      wait "$pid" 2>/dev/null || true
-    fi
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap stop_all EXIT
 trap 'exit 130' INT TERM
-
-wait_for() { # url log pid
-  for _ in $(seq 300); do
-    curl -s -o /dev/null "$1" && return 0
-    kill -0 "$3" 2>/dev/null || { cat "$2" >&2; exit 1; }
-    sleep 0.1
-  done
-  echo "$1 did not answer" >&2
-  cat "$2" >&2
-  exit 1
-}
-
-json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
 echo "== starting the server on $ADDR (cpu $SERVER_CPU, data in $work/data)"
 METERING_LISTEN="$ADDR" METERING_DATA_DIR="$work/data" RUST_LOG=warn \
@@ -137,74 +103,12 @@ pids+=("$floor_pid")
 wait_for "http://$FLOOR_ADDR/" "$work/floor.log" "$floor_pid"
 
 echo "== an admin makes the bench plan; $TENANTS tenants sign up on it"
-admin_token=$(curl -sf -H 'content-type: application/json' \
-  -d "{\"email\":\"$ADMIN_EMAIL\",\"password\":\"$ADMIN_PASSWORD\"}" "http://$ADDR/auth/login" | json_field access_token)
-curl -sf -o /dev/null -H 'content-type: application/json' -H "authorization: Bearer $admin_token" \
-  -d '{"id":"bench","name":"Bench","monthly_credits":1000000000000,"limits":[{"max":1000000000,"per":"day"}]}' \
-  "http://$ADDR/admin/plans"
-{
-  echo "creds = {"
-  for i in $(seq "$TENANTS"); do
-    answer=$(curl -sf -H 'content-type: application/json' \
-      -d "{\"email\":\"bench$i@example.com\",\"password\":\"bench password $i\",\"plan\":\"bench\"}" \
-      "http://$ADDR/auth/signup")
-    printf '  { "%s", "%s" },\n' "$(json_field access_token <<<"$answer")" "$(json_field tenant_id <<<"$answer")"
-  done
-  echo "}"
-  echo "batch = $BATCH"
-  cat <<'LUA'
-local i = 0
-local bodies, headers = {}, {}
-for k, c in ipairs(creds) do
-  local one = '{"tenant_id":"' .. c[2] .. '","service_name":"bench","endpoint":"/items/{id}","method":"GET","credits_used":1}'
-  if batch > 0 then
-    local events = {}
-    for j = 1, batch do events[j] = one end
-    bodies[k] = '{"events":[' .. table.concat(events, ",") .. ']}'
-  else
-    bodies[k] = one
-  end
-  headers[k] = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. c[1] }
-end
-local path = batch > 0 and "/api/track/batch" or "/api/track"
-request = function()
-  i = i % #creds + 1
-  return wrk.format("POST", path, headers[i], bodies[i])
-end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %.1f %d %d %d %d %d\n",
-    summary.requests / (summary.duration / 1e6),
-    latency:percentile(50), latency:percentile(99),
-    e.status, e.connect + e.read + e.write + e.timeout, summary.requests))
-end
-LUA
-} >"$work/track.lua"
-
-# Both answer 200 to the bench request before anything is measured.
-first=$(python3 - "$work/track.lua" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-token, tenant = re.search(r'\{ "([^"]+)", "([^"]+)" \}', text).groups()
-print(token, tenant)
-PY
-)
-read -r token tenant <<<"$first"
-body="{\"tenant_id\":\"$tenant\",\"service_name\":\"bench\",\"endpoint\":\"/items/{id}\",\"method\":\"GET\",\"credits_used\":1}"
-for addr in "$ADDR" "$BASE_ADDR" "$FLOOR_ADDR"; do
-  code=$(curl -s -o "$work/check" -w '%{http_code}' -H 'content-type: application/json' \
-    -H "authorization: Bearer $token" -d "$body" "http://$addr/api/track")
-  if [ "$code" != 200 ]; then
-    echo "http://$addr/api/track answered $code, not 200: $(cat "$work/check")" >&2
-    exit 1
-  fi
-done
+write_track_script "$ADDR" "$ADMIN_EMAIL" "$ADMIN_PASSWORD" "$TENANTS" "$BATCH" "$work/track.lua"
+# All three answer 200 to the bench request before anything is measured.
+check_tracks "$work/track.lua" "$ADDR" "$BASE_ADDR" "$FLOOR_ADDR"
 
 WRK_LIMIT=$((${DURATION%s} + 30))
 CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() { # pid -> user + system clock ticks of all its threads so far
-  awk '{ print $14 + $15 }' "/proc/$1/stat"
-}
 load() { # addr duration pid -> "rps p50 p99 non2xx errors requests cpu_us_per_request"
   local out before after
   before=$(cpu_ticks "$3")
