@@ -70,19 +70,11 @@ fi
 
 work=$(mktemp -d)
 pids=()
-finish() {
-  scripts/mongodb-test-server.sh stop "$MONGO_PORT" || true
-  stop_all
-}
-trap finish EXIT
+trap stop_all EXIT
 trap 'exit 130' INT TERM
 
 echo "== starting Redis on $REDIS_PORT and the MongoDB test server on $MONGO_PORT (data in $work/mongodb)"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 &
-redis_pid=$!
-pids+=("$redis_pid")
-mongo_uri=$(scripts/mongodb-test-server.sh start "$MONGO_PORT" "$work/mongodb")
-mongo_pid=$(cat "${TMPDIR:-/tmp}/metering-mongodb-$MONGO_PORT/pid")
+start_own_stores "$REDIS_PORT" "$MONGO_PORT" "$work/mongodb"
 mongo_python="${XDG_CACHE_HOME:-$HOME/.cache}/metering-secantusdb/bin/python"
 
 common_env=(RUST_LOG=warn METERING_ADMIN_EMAIL="$ADMIN_EMAIL" METERING_ADMIN_PASSWORD="$ADMIN_PASSWORD"

@@ -36,16 +36,10 @@ fi
 
 work=$(mktemp -d)
 pids=()
-finish() {
-  scripts/mongodb-test-server.sh stop "$MONGO_PORT" || true
-  stop_all
-}
-trap finish EXIT
+trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 &
-pids+=("$!")
-mongo_uri=$(scripts/mongodb-test-server.sh start "$MONGO_PORT")
+start_own_stores "$REDIS_PORT" "$MONGO_PORT"
 
 # count NAME ADDR ENV...: instructions per tracked call of the server started with ENV.
 count() {

@@ -16,9 +16,11 @@ need_load_tools() {
   done
 }
 
-# Stops every process in `pids` (TERM, then KILL after 10 s) and removes `work`.
+# Stops every process in `pids` (TERM, then KILL after 10 s) and the MongoDB test server
+# start_own_stores started, and removes `work`.
 stop_all() {
   local pid
+  if [ -n "${own_mongo_port:-}" ]; then scripts/mongodb-test-server.sh stop "$own_mongo_port" || true; fi
   for pid in "${pids[@]}"; do
     if kill -0 "$pid" 2>/dev/null; then
       kill -TERM "$pid" 2>/dev/null || true
@@ -31,6 +33,18 @@ stop_all() {
     fi
   done
   rm -rf "$work"
+}
+
+# start_own_stores REDIS_PORT MONGO_PORT [MONGO_DIR]: a redis-server without persistence
+# and the MongoDB test server (its data in MONGO_DIR, in memory without), both the
+# script's own and stopped by stop_all; sets redis_pid, mongo_uri and mongo_pid.
+start_own_stores() {
+  redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 &
+  redis_pid=$!
+  pids+=("$redis_pid")
+  own_mongo_port=$2
+  mongo_uri=$(scripts/mongodb-test-server.sh start "$2" ${3:+"$3"})
+  mongo_pid=$(cat "${TMPDIR:-/tmp}/metering-mongodb-$2/pid")
 }
 
 # wait_for URL LOG PID: waits until URL answers, failing with LOG when PID exits first.
